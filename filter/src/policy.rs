@@ -1,0 +1,224 @@
+//! The decision table: from what the request carries to a [`Verdict`].
+
+use crate::config::Config;
+use crate::confirmation::Confirmation;
+use crate::thumbprint::Thumbprint;
+use crate::token;
+use crate::verdict::{Denial, Verdict};
+
+/// Judges one request.
+///
+/// `client_certificate` yields the thumbprint of the certificate the client presented, `Ok(None)`
+/// when it presented none. It is called only for a bound token, so the common unbound case never
+/// pays for the lookup.
+pub fn decide(
+    config: &Config,
+    authorization: Option<&[u8]>,
+    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
+) -> Verdict {
+    match judge(config, authorization, client_certificate) {
+        Ok(verdict) => verdict,
+        Err(denial) => Verdict::Deny(denial),
+    }
+}
+
+fn judge(
+    config: &Config,
+    authorization: Option<&[u8]>,
+    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
+) -> Result<Verdict, Denial> {
+    let Some(token) = token::bearer(authorization)? else {
+        return unbound(config, Denial::NoToken);
+    };
+
+    let Confirmation::X5tS256(bound_to) = token::confirmation(token, config.cnf_encoding)? else {
+        return unbound(config, Denial::UnboundToken);
+    };
+
+    let presented = client_certificate()?.ok_or(Denial::NoClientCertificate)?;
+    if bound_to.matches(&presented) {
+        Ok(Verdict::Bound(presented))
+    } else {
+        Err(Denial::ThumbprintMismatch)
+    }
+}
+
+fn unbound(config: &Config, denial: Denial) -> Result<Verdict, Denial> {
+    if config.require_bound_token {
+        Err(denial)
+    } else {
+        Ok(Verdict::Unbound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::confirmation::CnfEncoding;
+
+    fn bearer_jwt(payload: &str) -> String {
+        format!("Bearer e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    fn bound_to(t: &Thumbprint, hex: bool) -> String {
+        let text = if hex { t.to_hex() } else { t.to_base64url() };
+        bearer_jwt(&format!(r#"{{"sub":"a","cnf":{{"x5t#S256":"{text}"}}}}"#))
+    }
+
+    /// The decision table of the README, row by row, in both modes of `require_bound_token`.
+    #[test]
+    fn decision_table() {
+        let a = Thumbprint::of_der(b"client a");
+        let b = Thumbprint::of_der(b"client b");
+        let lenient = Config::default();
+        let strict = Config {
+            require_bound_token: true,
+            ..Config::default()
+        };
+
+        type Cert = Result<Option<Thumbprint>, Denial>;
+        let rows: Vec<(&str, Option<String>, Cert, Verdict, Verdict)> = vec![
+            (
+                "match",
+                Some(bound_to(&a, false)),
+                Ok(Some(a)),
+                Verdict::Bound(a),
+                Verdict::Bound(a),
+            ),
+            (
+                "match, hex",
+                Some(bound_to(&a, true)),
+                Ok(Some(a)),
+                Verdict::Bound(a),
+                Verdict::Bound(a),
+            ),
+            (
+                "other certificate",
+                Some(bound_to(&a, false)),
+                Ok(Some(b)),
+                Verdict::Deny(Denial::ThumbprintMismatch),
+                Verdict::Deny(Denial::ThumbprintMismatch),
+            ),
+            (
+                "no certificate",
+                Some(bound_to(&a, false)),
+                Ok(None),
+                Verdict::Deny(Denial::NoClientCertificate),
+                Verdict::Deny(Denial::NoClientCertificate),
+            ),
+            (
+                "certificate unreadable",
+                Some(bound_to(&a, false)),
+                Err(Denial::Internal),
+                Verdict::Deny(Denial::Internal),
+                Verdict::Deny(Denial::Internal),
+            ),
+            (
+                "malformed confirmation",
+                Some(bearer_jwt(r#"{"cnf":{"x5t#S256":"short"}}"#)),
+                Ok(Some(a)),
+                Verdict::Deny(Denial::MalformedConfirmation),
+                Verdict::Deny(Denial::MalformedConfirmation),
+            ),
+            (
+                "payload not an object",
+                Some(bearer_jwt("[1]")),
+                Ok(Some(a)),
+                Verdict::Deny(Denial::MalformedToken),
+                Verdict::Deny(Denial::MalformedToken),
+            ),
+            (
+                "unbound JWT",
+                Some(bearer_jwt(r#"{"sub":"a"}"#)),
+                Ok(Some(a)),
+                Verdict::Unbound,
+                Verdict::Deny(Denial::UnboundToken),
+            ),
+            (
+                "opaque token",
+                Some("Bearer 2YotnFZFEjr1zCsicMWpAA".into()),
+                Ok(None),
+                Verdict::Unbound,
+                Verdict::Deny(Denial::UnboundToken),
+            ),
+            (
+                "no header",
+                None,
+                Ok(Some(a)),
+                Verdict::Unbound,
+                Verdict::Deny(Denial::NoToken),
+            ),
+            (
+                "other scheme",
+                Some("Basic dXNlcjpwYXNz".into()),
+                Ok(None),
+                Verdict::Unbound,
+                Verdict::Deny(Denial::NoToken),
+            ),
+            (
+                "malformed header",
+                Some("Bearer a,Bearer b".into()),
+                Ok(Some(a)),
+                Verdict::Deny(Denial::MalformedAuthorization),
+                Verdict::Deny(Denial::MalformedAuthorization),
+            ),
+        ];
+        for (name, header, cert, expect_lenient, expect_strict) in rows {
+            let header = header.as_deref().map(str::as_bytes);
+            assert_eq!(
+                decide(&lenient, header, || cert),
+                expect_lenient,
+                "{name}, lenient"
+            );
+            assert_eq!(
+                decide(&strict, header, || cert),
+                expect_strict,
+                "{name}, strict"
+            );
+        }
+    }
+
+    #[test]
+    fn certificate_is_looked_up_only_for_bound_tokens() {
+        let config = Config::default();
+        let header = bearer_jwt(r#"{"sub":"a"}"#);
+        let verdict = decide(&config, Some(header.as_bytes()), || -> Result<_, Denial> {
+            panic!("looked up the certificate for an unbound token")
+        });
+        assert_eq!(verdict, Verdict::Unbound);
+    }
+
+    #[test]
+    fn cnf_encoding_restricts_the_accepted_form() {
+        let a = Thumbprint::of_der(b"client a");
+        let hex_only = Config {
+            cnf_encoding: CnfEncoding::Hex,
+            ..Config::default()
+        };
+        let b64_only = Config {
+            cnf_encoding: CnfEncoding::Base64url,
+            ..Config::default()
+        };
+        let (b64, hex) = (bound_to(&a, false), bound_to(&a, true));
+        let cert = || Ok(Some(a));
+        assert_eq!(
+            decide(&hex_only, Some(hex.as_bytes()), cert),
+            Verdict::Bound(a)
+        );
+        assert_eq!(
+            decide(&hex_only, Some(b64.as_bytes()), cert),
+            Verdict::Deny(Denial::MalformedConfirmation)
+        );
+        assert_eq!(
+            decide(&b64_only, Some(b64.as_bytes()), cert),
+            Verdict::Bound(a)
+        );
+        assert_eq!(
+            decide(&b64_only, Some(hex.as_bytes()), cert),
+            Verdict::Deny(Denial::MalformedConfirmation)
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! The bearer token: where it is found in the request (RFC 6750 §2.1) and what its payload says
+//! about the certificate it is bound to (RFC 8705 §3.1).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::confirmation::{parse_x5t_s256, CnfEncoding, Confirmation};
+use crate::verdict::Denial;
+
+/// Extracts the credential from an `Authorization` header value.
+///
+/// `Ok(None)` when there is no header or it uses another scheme (Basic, DPoP, ...): there is no
+/// bearer token to judge. The scheme name is case-insensitive (RFC 7235 §2.1); the credential
+/// must be an RFC 6750 §2.1 `b64token`, which also refuses several tokens joined by commas.
+pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
+    let Some(value) = authorization else {
+        return Ok(None);
+    };
+    let value = value.trim_ascii();
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(space) => value.split_at(space),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // Envoy joins repeated headers with commas. A Bearer credential after the first element
+        // means the request carries several credentials, and an upstream might read another one
+        // than certbound did.
+        return if value.split(|&b| b == b',').skip(1).any(names_bearer) {
+            Err(Denial::MalformedAuthorization)
+        } else {
+            Ok(None)
+        };
+    }
+    let token = rest.trim_ascii_start();
+    if is_b64token(token) {
+        Ok(Some(token))
+    } else {
+        Err(Denial::MalformedAuthorization)
+    }
+}
+
+/// Whether one comma-separated element of a header value starts with the Bearer scheme.
+fn names_bearer(element: &[u8]) -> bool {
+    let element = element.trim_ascii_start();
+    element
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
+        && element.get(6).is_none_or(|&b| b == b' ')
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &[u8]) -> bool {
+    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    let (body, _padding) = token.split_at(body_len);
+    !body.is_empty()
+        && body.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// Reads the confirmation out of a token.
+///
+/// A token of exactly three dot-separated segments is taken as a JWS (RFC 7515 §7.1) and its
+/// payload must be a JSON object. Anything else is opaque to certbound and therefore unbound.
+/// The signature is not checked here: that is the job of a filter in front (jwt_authn).
+pub fn confirmation(token: &[u8], encoding: CnfEncoding) -> Result<Confirmation, Denial> {
+    let mut segments = token.split(|&b| b == b'.');
+    let (Some(_header), Some(payload), Some(_signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Ok(Confirmation::Unbound);
+    };
+
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| Denial::MalformedToken)?;
+    if !starts_object(&payload) {
+        return Err(Denial::MalformedToken);
+    }
+    let claims: Claims<'_> =
+        serde_json::from_slice(&payload).map_err(|_| Denial::MalformedToken)?;
+
+    let Some(cnf) = claims.cnf else {
+        return Ok(Confirmation::Unbound);
+    };
+    if !starts_object(cnf.get().as_bytes()) {
+        return Err(Denial::MalformedConfirmation);
+    }
+    let cnf: Cnf<'_> =
+        serde_json::from_str(cnf.get()).map_err(|_| Denial::MalformedConfirmation)?;
+    let Some(x5t) = cnf.x5t_s256 else {
+        // A cnf with another confirmation method (jkt, jwk, ...) is not ours to enforce.
+        return Ok(Confirmation::Unbound);
+    };
+    let text: String =
+        serde_json::from_str(x5t.get()).map_err(|_| Denial::MalformedConfirmation)?;
+    parse_x5t_s256(&text, encoding)
+        .map(Confirmation::X5tS256)
+        .ok_or(Denial::MalformedConfirmation)
+}
+
+/// Serde would also build a struct from a JSON array; a payload or a `cnf` must be an object.
+fn starts_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
+}
+
+/// Only the claim certbound needs. Other members are skipped without being built. A repeated
+/// `cnf` is an error (serde refuses duplicate fields), so a token cannot say two things at once.
+#[derive(Deserialize)]
+struct Claims<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    cnf: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Cnf<'a> {
+    #[serde(rename = "x5t#S256", default, borrow, deserialize_with = "present")]
+    x5t_s256: Option<&'a RawValue>,
+}
+
+/// Maps a member that is present to `Some`, even when its value is `null`, so that `"cnf": null`
+/// is judged malformed rather than absent.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thumbprint::Thumbprint;
+
+    fn jwt(payload: &str) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"at+jwt"}"#);
+        format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    const B64: &str = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+
+    type Extracted<'a> = Result<Option<&'a [u8]>, Denial>;
+
+    #[test]
+    fn bearer_extraction() {
+        let table: &[(Option<&[u8]>, Extracted<'_>)] = &[
+            (None, Ok(None)),
+            (Some(b"Bearer abc"), Ok(Some(b"abc"))),
+            (Some(b"bearer abc"), Ok(Some(b"abc"))),
+            (Some(b"BEARER  abc.def.ghi "), Ok(Some(b"abc.def.ghi"))),
+            (Some(b"Bearer a+b/c=="), Ok(Some(b"a+b/c=="))),
+            (Some(b"Basic dXNlcjpwYXNz"), Ok(None)),
+            (Some(b"DPoP abc"), Ok(None)),
+            (Some(b"Bearerabc"), Ok(None)),
+            (Some(b""), Ok(None)),
+            (Some(b"Bearer"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearer "), Err(Denial::MalformedAuthorization)),
+            (
+                Some(b"Bearer a,Bearer b"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (Some(b"Bearer a b"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearer ==="), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearer a=b"), Err(Denial::MalformedAuthorization)),
+            (
+                Some(b"Bearer \xff\xfe"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            // Two headers, as Envoy joins them: a bearer token hides behind another scheme.
+            (
+                Some(b"Basic eDp5,Bearer abc"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (
+                Some(b"Basic eDp5, bearer abc"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (
+                Some(b"Basic eDp5,Bearer"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (
+                Some(b"Bearer abc,Basic eDp5"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            // Commas inside another scheme's parameters are not a second credential.
+            (
+                Some(b"Digest username=\"a\", realm=\"b\", bearer=\"c\""),
+                Ok(None),
+            ),
+            (Some(b"Basic eDp5,Basic eDp5"), Ok(None)),
+        ];
+        for (header, expected) in table {
+            assert_eq!(&bearer(*header), expected, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn confirmation_table() {
+        let bound = Ok(Confirmation::X5tS256(Thumbprint::of_der(b"")));
+        let table: Vec<(String, Result<Confirmation, Denial>)> = vec![
+            (jwt(&format!(r#"{{"cnf":{{"x5t#S256":"{B64}"}}}}"#)), bound),
+            (
+                jwt(&format!(
+                    r#"{{"sub":"a","cnf":{{"x5t\u0023S256":"{B64}"}}}}"#
+                )),
+                bound,
+            ),
+            (
+                jwt(&format!(
+                    r#" {{"cnf":{{"jkt":"x","x5t#S256":"{B64}"}},"n":[1,{{}}]}}"#
+                )),
+                bound,
+            ),
+            (jwt(r#"{"sub":"a"}"#), Ok(Confirmation::Unbound)),
+            (jwt(r#"{"cnf":{"jkt":"abc"}}"#), Ok(Confirmation::Unbound)),
+            ("opaque-token".into(), Ok(Confirmation::Unbound)),
+            ("a.b".into(), Ok(Confirmation::Unbound)),
+            ("a.b.c.d.e".into(), Ok(Confirmation::Unbound)),
+            // Looks like a JWS, payload is not a JSON object.
+            ("a.!!!.c".into(), Err(Denial::MalformedToken)),
+            (jwt("[]"), Err(Denial::MalformedToken)),
+            (
+                jwt(&format!(r#"[{{"x5t#S256":"{B64}"}}]"#)),
+                Err(Denial::MalformedToken),
+            ),
+            (jwt("not json"), Err(Denial::MalformedToken)),
+            (jwt(r#"{"cnf":{}} trailing"#), Err(Denial::MalformedToken)),
+            (jwt(r#"{"cnf":{},"cnf":{}}"#), Err(Denial::MalformedToken)),
+            ("eyJ9.eyJ9=.c2ln".into(), Err(Denial::MalformedToken)),
+            // Confirmation present but not a well-formed thumbprint.
+            (jwt(r#"{"cnf":null}"#), Err(Denial::MalformedConfirmation)),
+            (jwt(r#"{"cnf":"abc"}"#), Err(Denial::MalformedConfirmation)),
+            (
+                jwt(r#"{"cnf":{"x5t#S256":null}}"#),
+                Err(Denial::MalformedConfirmation),
+            ),
+            (
+                jwt(r#"{"cnf":{"x5t#S256":""}}"#),
+                Err(Denial::MalformedConfirmation),
+            ),
+            (
+                jwt(r#"{"cnf":{"x5t#S256":42}}"#),
+                Err(Denial::MalformedConfirmation),
+            ),
+            (
+                jwt(r#"{"cnf":{"x5t#S256":"abc"}}"#),
+                Err(Denial::MalformedConfirmation),
+            ),
+            (
+                jwt(&format!(r#"{{"cnf":{{"x5t#S256":"{B64}=" }}}}"#)),
+                Err(Denial::MalformedConfirmation),
+            ),
+            (
+                jwt(&format!(
+                    r#"{{"cnf":{{"x5t#S256":"{B64}","x5t#S256":"{B64}"}}}}"#
+                )),
+                Err(Denial::MalformedConfirmation),
+            ),
+            // Member names are case-sensitive: this is another member, so the token is unbound.
+            (
+                jwt(&format!(r#"{{"cnf":{{"x5t#s256":"{B64}"}}}}"#)),
+                Ok(Confirmation::Unbound),
+            ),
+        ];
+        for (token, expected) in table {
+            assert_eq!(
+                confirmation(token.as_bytes(), CnfEncoding::Auto),
+                expected,
+                "{token}"
+            );
+        }
+    }
+}
