@@ -32,12 +32,17 @@ pub enum Denial {
     NoClientCertificate,
     /// The token is bound to another certificate than the one presented.
     ThumbprintMismatch,
+    /// A trusted proxy forwarded a certificate header that is not a parsable X.509 certificate
+    /// in the configured shape.
+    MalformedCertificate,
+    /// A forwarded certificate is not signed by a configured CA or is outside its validity.
+    UntrustedCertificate,
     /// certbound could not read what it needs from Envoy. Denied rather than guessed.
     Internal,
 }
 
 impl Denial {
-    pub const ALL: [Denial; 8] = [
+    pub const ALL: [Denial; 10] = [
         Denial::NoToken,
         Denial::MalformedAuthorization,
         Denial::MalformedToken,
@@ -45,6 +50,8 @@ impl Denial {
         Denial::UnboundToken,
         Denial::NoClientCertificate,
         Denial::ThumbprintMismatch,
+        Denial::MalformedCertificate,
+        Denial::UntrustedCertificate,
         Denial::Internal,
     ];
 
@@ -58,6 +65,8 @@ impl Denial {
             Denial::UnboundToken => "unbound_token",
             Denial::NoClientCertificate => "no_client_certificate",
             Denial::ThumbprintMismatch => "thumbprint_mismatch",
+            Denial::MalformedCertificate => "malformed_certificate",
+            Denial::UntrustedCertificate => "untrusted_certificate",
             Denial::Internal => "internal_error",
         }
     }
@@ -98,6 +107,10 @@ impl Denial {
             }
             Denial::ThumbprintMismatch => {
                 "the access token is bound to a different client certificate"
+            }
+            Denial::MalformedCertificate => "malformed client certificate",
+            Denial::UntrustedCertificate => {
+                "the forwarded client certificate is not issued by a trusted CA or is not valid now"
             }
             Denial::Internal => "the client certificate could not be checked",
         }
