@@ -1,9 +1,10 @@
 //! The plugin configuration: JSON from the Envoy wasm plugin's `configuration` field, parsed once
 //! at configure time into a typed, validated [`Config`].
 
-use serde::Deserialize;
+use serde::{de, Deserialize, Deserializer};
 
 use crate::confirmation::CnfEncoding;
+use crate::exempt::PathRule;
 
 /// Enforce denies; audit lets every request through and logs what it would have denied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -15,13 +16,59 @@ pub enum Mode {
 }
 
 /// The validated configuration. Every field has a default, so an empty configuration is valid.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// Values are validated while they are deserialised, so an error names its key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mode: Mode,
     /// Deny requests that carry no token, or a token without `cnf.x5t#S256`.
     pub require_bound_token: bool,
     pub cnf_encoding: CnfEncoding,
+    /// In audit mode, the request header that tells the upstream what would have been denied.
+    /// `None` (configured as `""`) sends none.
+    #[serde(deserialize_with = "optional_header_name")]
+    pub audit_header: Option<String>,
+    /// Paths that skip the check.
+    pub exempt_paths: Vec<PathRule>,
+    /// On a pass with a matching binding, this request header carries the thumbprint upstream.
+    #[serde(deserialize_with = "optional_header_name")]
+    pub forward_thumbprint_header: Option<String>,
+    /// Publish the verdict and thumbprint as filter state for access logs.
+    pub filter_state: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            require_bound_token: false,
+            cnf_encoding: CnfEncoding::Auto,
+            audit_header: Some(DEFAULT_AUDIT_HEADER.to_string()),
+            exempt_paths: Vec::new(),
+            forward_thumbprint_header: None,
+            filter_state: false,
+        }
+    }
+}
+
+pub const DEFAULT_AUDIT_HEADER: &str = "x-certbound-audit";
+
+/// A request header name: lower case (HTTP/2 requires it) and an RFC 9110 token. `""` means none.
+fn optional_header_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let valid = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(Some(name))
+    } else {
+        Err(de::Error::custom(format!(
+            "{name:?} is not a lower-case HTTP header name"
+        )))
+    }
 }
 
 /// Why a configuration was refused. The message names the key and the offending value.
@@ -81,14 +128,22 @@ mod tests {
         let c =
             Config::parse(br#"{"mode":"audit","require_bound_token":true,"cnf_encoding":"hex"}"#)
                 .unwrap();
+        assert_eq!(c.mode, Mode::Audit);
+        assert!(c.require_bound_token);
+        assert_eq!(c.cnf_encoding, CnfEncoding::Hex);
+        assert_eq!(c.audit_header.as_deref(), Some(DEFAULT_AUDIT_HEADER));
+        let c = Config::parse(
+            br#"{"audit_header":"","exempt_paths":["/healthz","/.well-known/*"],
+                "forward_thumbprint_header":"x-client-cert-thumbprint","filter_state":true}"#,
+        )
+        .unwrap();
+        assert_eq!(c.audit_header, None);
+        assert_eq!(c.exempt_paths.len(), 2);
         assert_eq!(
-            c,
-            Config {
-                mode: Mode::Audit,
-                require_bound_token: true,
-                cnf_encoding: CnfEncoding::Hex
-            }
+            c.forward_thumbprint_header.as_deref(),
+            Some("x-client-cert-thumbprint")
         );
+        assert!(c.filter_state);
         let c = Config::parse(br#"{"cnf_encoding":"base64url"}"#).unwrap();
         assert_eq!(c.cnf_encoding, CnfEncoding::Base64url);
     }
@@ -107,6 +162,19 @@ mod tests {
                 ["requre_bound_token", "unknown field"],
             ),
             (r#"{"mode":"audit","mode":"audit"}"#, ["mode", "duplicate"]),
+            (r#"{"audit_header":"X-Audit"}"#, ["audit_header", "X-Audit"]),
+            (
+                r#"{"forward_thumbprint_header":"a b"}"#,
+                ["forward_thumbprint_header", "a b"],
+            ),
+            (
+                r#"{"exempt_paths":["/ok","health"]}"#,
+                ["exempt_paths[1]", "health"],
+            ),
+            (
+                r#"{"exempt_paths":"/healthz"}"#,
+                ["exempt_paths", "/healthz"],
+            ),
         ];
         for (json, needles) in table {
             let message = Config::parse(json.as_bytes()).unwrap_err().0;

@@ -3,25 +3,31 @@
 
 use std::rc::Rc;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, GrpcStatusCode, LogLevel, MapType};
+use proxy_wasm::types::{MetricType, Status};
 
 use crate::config::{Config, Mode};
+use crate::exempt;
 use crate::policy;
 use crate::thumbprint::Thumbprint;
 use crate::verdict::{Denial, Verdict};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: Rc::new(Config::default()) })
-    });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None }) });
 }}
 
+/// What every request of this plugin shares: the configuration and the counters.
+struct Plugin {
+    config: Config,
+    metrics: Metrics,
+}
+
 struct Root {
-    config: Rc<Config>,
+    plugin: Option<Rc<Plugin>>,
 }
 
 impl Context for Root {}
@@ -29,27 +35,29 @@ impl Context for Root {}
 impl RootContext for Root {
     /// Returning `false` makes Envoy refuse the plugin, so a bad configuration never runs open.
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        ) {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(raw) => raw.unwrap_or_default(),
             Err(status) => {
                 error!("certbound: cannot read the plugin configuration: {status:?}");
                 return false;
             }
         };
-        match Config::parse(&raw) {
-            Ok(config) => {
-                self.config = Rc::new(config);
-                true
-            }
+        let config = match Config::parse(&raw) {
+            Ok(config) => config,
             Err(e) => {
                 error!("certbound: invalid configuration: {e}");
-                false
+                return false;
             }
-        }
+        };
+        let metrics = match Metrics::define() {
+            Ok(metrics) => metrics,
+            Err(status) => {
+                error!("certbound: cannot define metrics: {status:?}");
+                return false;
+            }
+        };
+        self.plugin = Some(Rc::new(Plugin { config, metrics }));
+        true
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -57,58 +65,132 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Check {
-            context_id,
-            config: Rc::clone(&self.config),
-        }))
+        // Without a configuration there is no plugin to run: Envoy then fails the request
+        // rather than passing it unchecked.
+        let plugin = Rc::clone(self.plugin.as_ref()?);
+        Some(Box::new(Check { context_id, plugin }))
     }
 }
 
 struct Check {
     context_id: u32,
-    config: Rc<Config>,
+    plugin: Rc<Plugin>,
 }
 
 impl Context for Check {}
 
 impl HttpContext for Check {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let verdict = match request_header("authorization") {
-            Ok(authorization) => {
-                policy::decide(&self.config, authorization.as_deref(), peer_certificate)
+        let config = &self.plugin.config;
+        let metrics = &self.plugin.metrics;
+
+        // Headers certbound writes for the upstream are never taken from the client.
+        let own_headers = [
+            config.forward_thumbprint_header.as_deref(),
+            self.audit_header(),
+        ];
+        for name in own_headers.into_iter().flatten() {
+            if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+                return self.deny(Denial::Internal);
             }
+        }
+
+        if !config.exempt_paths.is_empty() {
+            match request_header(":path") {
+                Ok(Some(path)) if exempt::is_exempt(&config.exempt_paths, &path) => {
+                    increment(metrics.exempt);
+                    self.publish("exempt", None);
+                    return Action::Continue;
+                }
+                Ok(_) => {}
+                Err(()) => return self.deny(Denial::Internal),
+            }
+        }
+
+        increment(metrics.checked);
+        let verdict = match request_header("authorization") {
+            Ok(authorization) => policy::decide(config, authorization.as_deref(), peer_certificate),
             Err(()) => Verdict::Deny(Denial::Internal),
         };
 
         match verdict {
-            Verdict::Bound(_) | Verdict::Unbound => Action::Continue,
-            Verdict::Deny(denial) if self.config.mode == Mode::Audit => {
-                self.log_denial(denial, "would deny (audit mode)");
+            Verdict::Bound(thumbprint) => {
+                increment(metrics.bound);
+                self.publish("bound", Some(&thumbprint));
+                if let Some(name) = &config.forward_thumbprint_header {
+                    let value = thumbprint.to_base64url();
+                    let added = hostcalls::set_map_value_bytes(
+                        MapType::HttpRequestHeaders,
+                        name,
+                        Some(value.as_bytes()),
+                    );
+                    if added.is_err() {
+                        return self.deny(Denial::Internal);
+                    }
+                }
                 Action::Continue
             }
-            Verdict::Deny(denial) => {
-                self.log_denial(denial, "denied");
-                self.reply(denial)
+            Verdict::Unbound => {
+                increment(metrics.unbound);
+                self.publish("unbound", None);
+                Action::Continue
             }
+            Verdict::Deny(denial) if config.mode == Mode::Audit => {
+                increment(metrics.would_deny(denial));
+                self.publish(&format!("would_deny:{}", denial.name()), None);
+                self.log_denial(denial, "would deny (audit mode)");
+                if let Some(name) = self.audit_header() {
+                    let _ = hostcalls::set_map_value_bytes(
+                        MapType::HttpRequestHeaders,
+                        name,
+                        Some(denial.name().as_bytes()),
+                    );
+                }
+                Action::Continue
+            }
+            Verdict::Deny(denial) => self.deny(denial),
         }
     }
 }
 
 impl Check {
-    fn reply(&self, denial: Denial) -> Action {
-        let challenge = denial.www_authenticate();
-        let body = denial.body();
-        let headers = vec![
-            ("www-authenticate", challenge.as_str()),
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-        ];
-        if let Err(status) =
+    fn audit_header(&self) -> Option<&str> {
+        let config = &self.plugin.config;
+        config
+            .audit_header
+            .as_deref()
+            .filter(|_| config.mode == Mode::Audit)
+    }
+
+    /// Denies in enforce mode: counts, logs one line, publishes and answers. Internal errors
+    /// deny in audit mode too: certbound could not check, so it does not let through.
+    fn deny(&self, denial: Denial) -> Action {
+        increment(self.plugin.metrics.denied(denial));
+        self.publish(&format!("denied:{}", denial.name()), None);
+        self.log_denial(denial, "denied");
+
+        let sent = if is_grpc() {
+            // gRPC clients read grpc-status, not the HTTP status (UNAUTHENTICATED is 16).
+            let challenge = denial.www_authenticate();
+            hostcalls::send_grpc_response(
+                GrpcStatusCode::Unauthenticated,
+                Some(denial.description()),
+                vec![("www-authenticate", challenge.as_bytes())],
+            )
+        } else {
+            let challenge = denial.www_authenticate();
+            let body = denial.body();
+            let headers = vec![
+                ("www-authenticate", challenge.as_str()),
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ];
             hostcalls::send_http_response(denial.status(), headers, Some(body.as_bytes()))
-        {
+        };
+        if let Err(status) = sent {
             // The reply could not be sent; resetting the stream still keeps the request out.
             warn!(
-                "certbound[{}]: local reply failed ({status:?}), resetting",
+                "certbound: #{} local reply failed ({status:?}), resetting",
                 self.context_id
             );
             let _ = hostcalls::reset_http_request();
@@ -123,14 +205,35 @@ impl Check {
         let path = request_header(":path").ok().flatten().unwrap_or_default();
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
         info!(
-            "#{} {what} {} {}: {} ({})",
+            "certbound: #{} {what} {} {}: {} ({})",
             self.context_id,
             String::from_utf8_lossy(&method),
             String::from_utf8_lossy(path),
             denial.name(),
             denial.status(),
         );
+        debug!("certbound: #{} {}", self.context_id, denial.description());
     }
+
+    /// Filter state for access logs: `%FILTER_STATE(wasm.certbound.verdict:PLAIN)%` and
+    /// `%FILTER_STATE(wasm.certbound.thumbprint:PLAIN)%`.
+    fn publish(&self, verdict: &str, thumbprint: Option<&Thumbprint>) {
+        if !self.plugin.config.filter_state {
+            return;
+        }
+        let _ = hostcalls::set_property(vec!["certbound.verdict"], Some(verdict.as_bytes()));
+        if let Some(thumbprint) = thumbprint {
+            let value = thumbprint.to_base64url();
+            let _ = hostcalls::set_property(vec!["certbound.thumbprint"], Some(value.as_bytes()));
+        }
+    }
+}
+
+fn is_grpc() -> bool {
+    request_header("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|value| value.starts_with(b"application/grpc"))
 }
 
 /// Reads a request header as bytes (a non-UTF-8 value must not take the VM down).
@@ -156,5 +259,49 @@ fn peer_certificate() -> Result<Option<Thumbprint>, Denial> {
             warn!("certbound: Envoy reported a peer certificate digest that is not 64 hex digits");
             Denial::Internal
         }),
+    }
+}
+
+/// Counters, defined once per VM. Envoy lists them under `wasmcustom.certbound.*` in `/stats`.
+struct Metrics {
+    checked: u32,
+    exempt: u32,
+    bound: u32,
+    unbound: u32,
+    denied: Vec<u32>,
+    would_deny: Vec<u32>,
+}
+
+impl Metrics {
+    fn define() -> Result<Self, Status> {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name);
+        let per_reason = |prefix: &str| {
+            Denial::ALL
+                .iter()
+                .map(|denial| counter(&format!("{prefix}.{}", denial.name())))
+                .collect::<Result<Vec<u32>, Status>>()
+        };
+        Ok(Self {
+            checked: counter("certbound.checked")?,
+            exempt: counter("certbound.exempt")?,
+            bound: counter("certbound.passed.bound")?,
+            unbound: counter("certbound.passed.unbound")?,
+            denied: per_reason("certbound.denied")?,
+            would_deny: per_reason("certbound.audit.would_deny")?,
+        })
+    }
+
+    fn denied(&self, denial: Denial) -> Option<u32> {
+        self.denied.get(denial.index()).copied()
+    }
+
+    fn would_deny(&self, denial: Denial) -> Option<u32> {
+        self.would_deny.get(denial.index()).copied()
+    }
+}
+
+fn increment(metric: impl Into<Option<u32>>) {
+    if let Some(id) = metric.into() {
+        let _ = hostcalls::increment_metric(id, 1);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod confirmation;
+pub mod exempt;
 pub mod policy;
 pub mod thumbprint;
 pub mod token;

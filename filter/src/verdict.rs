@@ -55,7 +55,15 @@ impl Denial {
         Denial::Internal,
     ];
 
-    /// Short snake_case name for logs (and, later, metrics).
+    /// Position in [`Denial::ALL`].
+    pub fn index(self) -> usize {
+        Denial::ALL
+            .iter()
+            .position(|d| *d == self)
+            .unwrap_or_default()
+    }
+
+    /// Short snake_case name for logs, metrics and filter state.
     pub fn name(self) -> &'static str {
         match self {
             Denial::NoToken => "no_token",

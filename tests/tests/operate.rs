@@ -1,0 +1,227 @@
+//! Operating certbound (issue: production operation): counters, filter state in the access log,
+//! audit header, exemptions, the forwarded thumbprint, gRPC denials. Real Envoy, envoy/envoy.yaml.
+
+use std::time::{Duration, Instant};
+
+use certbound_e2e::{client, get, jwt, Envoy, Pki, Setup, Upstream};
+use serde_json::json;
+
+fn start(pki: &Pki, upstream: &Upstream, plugin_config: Option<&str>) -> Envoy {
+    Envoy::start(&Setup {
+        config: "envoy/envoy.yaml",
+        plugin_config,
+        clusters: vec![("upstream", upstream.port)],
+        pki_dir: pki.dir.path(),
+    })
+}
+
+/// Waits (bounded) until Envoy's log has a line containing `needle`: the stdout access log is
+/// flushed by Envoy on its own schedule.
+fn wait_for_log(envoy: &Envoy, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(line) = envoy.log().lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needle:?}:\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn shipped_config_counts_forwards_and_logs() {
+    let pki = Pki::new();
+    let upstream = Upstream::start();
+    // The shipped configuration as it is: exemptions, forwarded thumbprint, filter state.
+    let envoy = start(&pki, &upstream, None);
+    let url = |path: &str| format!("{}{path}", envoy.https("https"));
+    let a = client(&pki, Some(&pki.client_a), false);
+    let b = client(&pki, Some(&pki.client_b), false);
+    let anonymous = client(&pki, None, false);
+    let token_a = format!("Bearer {}", pki.client_a.bound_token());
+    let auth = token_a.as_bytes();
+
+    // A match: the upstream gets the thumbprint, and never the client's own copy of the header.
+    let reply = get(
+        &a,
+        &url("/orders"),
+        &[
+            ("authorization", auth),
+            ("x-client-cert-thumbprint", b"forged"),
+        ],
+    );
+    assert_eq!(reply.status, 200);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(
+        seen.header("x-client-cert-thumbprint"),
+        Some(pki.client_a.x5t_s256().as_str())
+    );
+
+    // An unbound token passes with no thumbprint header, even when the client sent one.
+    let unbound = format!("Bearer {}", jwt(&json!({"sub": "plain"})));
+    let reply = get(
+        &b,
+        &url("/orders"),
+        &[
+            ("authorization", unbound.as_bytes()),
+            ("x-client-cert-thumbprint", b"forged"),
+        ],
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        upstream
+            .requests()
+            .pop()
+            .unwrap()
+            .header("x-client-cert-thumbprint"),
+        None
+    );
+
+    // Denials, by reason.
+    assert_eq!(
+        get(&b, &url("/orders"), &[("authorization", auth)]).status,
+        401
+    );
+    assert_eq!(
+        get(&b, &url("/orders"), &[("authorization", auth)]).status,
+        401
+    );
+    assert_eq!(
+        get(&anonymous, &url("/orders"), &[("authorization", auth)]).status,
+        401
+    );
+
+    // Exemptions: exact and prefix, with the query string ignored; not after normalisation.
+    assert_eq!(
+        get(&b, &url("/healthz?full=1"), &[("authorization", auth)]).status,
+        200
+    );
+    assert_eq!(
+        get(
+            &b,
+            &url("/.well-known/jwks.json"),
+            &[("authorization", auth)]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        get(&b, &url("/healthz/../orders"), &[("authorization", auth)]).status,
+        401
+    );
+    assert_eq!(
+        get(&b, &url("/healthzz"), &[("authorization", auth)]).status,
+        401
+    );
+
+    let stat = |name: &str| envoy.stat(&format!("wasmcustom.certbound.{name}")).unwrap();
+    assert_eq!(stat("checked"), 7);
+    assert_eq!(stat("passed.bound"), 1);
+    assert_eq!(stat("passed.unbound"), 1);
+    assert_eq!(stat("denied.thumbprint_mismatch"), 4);
+    assert_eq!(stat("denied.no_client_certificate"), 1);
+    assert_eq!(stat("exempt"), 2);
+    assert_eq!(stat("audit.would_deny.thumbprint_mismatch"), 0);
+    let prometheus = envoy.admin_get("/stats/prometheus").unwrap();
+    assert!(
+        prometheus
+            .lines()
+            .any(|l| l.contains("certbound_denied_thumbprint_mismatch") && l.ends_with(" 4")),
+        "{}",
+        prometheus
+            .lines()
+            .filter(|l| l.contains("certbound"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The access log prints the verdict and the thumbprint from certbound's filter state.
+    let line = wait_for_log(&envoy, "certbound=bound");
+    assert!(
+        line.contains(&format!("thumbprint={}", pki.client_a.x5t_s256())),
+        "{line}"
+    );
+    wait_for_log(&envoy, "certbound=denied:thumbprint_mismatch");
+    wait_for_log(&envoy, "certbound=exempt");
+}
+
+#[test]
+fn audit_mode_tells_the_upstream() {
+    let pki = Pki::new();
+    let upstream = Upstream::start();
+    let envoy = start(&pki, &upstream, Some(r#"{"mode": "audit"}"#));
+    let url = format!("{}/orders", envoy.https("https"));
+    let token_a = format!("Bearer {}", pki.client_a.bound_token());
+    let b = client(&pki, Some(&pki.client_b), false);
+    let a = client(&pki, Some(&pki.client_a), false);
+
+    let reply = get(&b, &url, &[("authorization", token_a.as_bytes())]);
+    assert_eq!(reply.status, 200);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(
+        seen.header("x-certbound-audit"),
+        Some("thumbprint_mismatch")
+    );
+
+    // A client cannot plant the header on a request certbound has nothing against.
+    let reply = get(
+        &a,
+        &url,
+        &[
+            ("authorization", token_a.as_bytes()),
+            ("x-certbound-audit", b"ok"),
+        ],
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        upstream
+            .requests()
+            .pop()
+            .unwrap()
+            .header("x-certbound-audit"),
+        None
+    );
+
+    assert_eq!(
+        envoy.stat("wasmcustom.certbound.audit.would_deny.thumbprint_mismatch"),
+        Some(1)
+    );
+    assert_eq!(
+        envoy.stat("wasmcustom.certbound.denied.thumbprint_mismatch"),
+        Some(0)
+    );
+}
+
+#[test]
+fn grpc_requests_are_denied_the_grpc_way() {
+    let pki = Pki::new();
+    let upstream = Upstream::start();
+    let envoy = start(&pki, &upstream, Some("{}"));
+    let token_a = format!("Bearer {}", pki.client_a.bound_token());
+    let b = client(&pki, Some(&pki.client_b), false);
+    let reply = get(
+        &b,
+        &format!("{}/certbound.v1.Orders/Get", envoy.https("https")),
+        &[
+            ("authorization", token_a.as_bytes()),
+            ("content-type", b"application/grpc+proto"),
+        ],
+    );
+    // gRPC carries its status in grpc-status; a trailers-only reply is HTTP 200.
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/grpc"));
+    assert_eq!(reply.header("grpc-status"), Some("16"));
+    assert_eq!(
+        reply.header("grpc-message"),
+        Some("the access token is bound to a different client certificate")
+    );
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    assert_eq!(upstream.count(), 0);
+}
