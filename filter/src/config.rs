@@ -35,6 +35,8 @@ pub struct Config {
     pub forward_thumbprint_header: Option<String>,
     /// Publish the verdict and thumbprint as filter state for access logs.
     pub filter_state: bool,
+    /// Read per-route overrides from the route's metadata (`filter_metadata.certbound`).
+    pub route_overrides: bool,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             exempt_paths: Vec::new(),
             forward_thumbprint_header: None,
             filter_state: false,
+            route_overrides: false,
         }
     }
 }

@@ -11,7 +11,8 @@ use proxy_wasm::types::{MetricType, Status};
 
 use crate::config::{Config, Mode};
 use crate::exempt;
-use crate::policy;
+use crate::policy::{self, Rules};
+use crate::route;
 use crate::thumbprint::Thumbprint;
 use crate::verdict::{Denial, Verdict};
 
@@ -107,9 +108,19 @@ impl HttpContext for Check {
             }
         }
 
+        let (mode, rules) = match self.route_policy() {
+            Ok((Some(mode), rules)) => (mode, rules),
+            Ok((None, _)) => {
+                increment(metrics.exempt);
+                self.publish("off", None);
+                return Action::Continue;
+            }
+            Err(()) => return self.deny(Denial::Internal),
+        };
+
         increment(metrics.checked);
         let verdict = match request_header("authorization") {
-            Ok(authorization) => policy::decide(config, authorization.as_deref(), peer_certificate),
+            Ok(authorization) => policy::decide(rules, authorization.as_deref(), peer_certificate),
             Err(()) => Verdict::Deny(Denial::Internal),
         };
 
@@ -135,11 +146,11 @@ impl HttpContext for Check {
                 self.publish("unbound", None);
                 Action::Continue
             }
-            Verdict::Deny(denial) if config.mode == Mode::Audit => {
+            Verdict::Deny(denial) if mode == Mode::Audit => {
                 increment(metrics.would_deny(denial));
                 self.publish(&format!("would_deny:{}", denial.name()), None);
                 self.log_denial(denial, "would deny (audit mode)");
-                if let Some(name) = self.audit_header() {
+                if let Some(name) = &config.audit_header {
                     let _ = hostcalls::set_map_value_bytes(
                         MapType::HttpRequestHeaders,
                         name,
@@ -154,12 +165,38 @@ impl HttpContext for Check {
 }
 
 impl Check {
+    /// The audit header to strip from the client's request: whenever a request might be audited.
     fn audit_header(&self) -> Option<&str> {
         let config = &self.plugin.config;
-        config
-            .audit_header
-            .as_deref()
-            .filter(|_| config.mode == Mode::Audit)
+        let may_audit = config.mode == Mode::Audit || config.route_overrides;
+        config.audit_header.as_deref().filter(|_| may_audit)
+    }
+
+    /// The mode (`None`: off) and rules for this request: the plugin's, unless the route's
+    /// metadata overrides them and `route_overrides` is on.
+    fn route_policy(&self) -> Result<(Option<Mode>, Rules), ()> {
+        let config = &self.plugin.config;
+        let mut rules = Rules::from(config);
+        if !config.route_overrides {
+            return Ok((Some(config.mode), rules));
+        }
+        let path = vec!["xds", "route_metadata", "filter_metadata", "certbound"];
+        let serialized = hostcalls::get_property(path).map_err(|status| {
+            warn!(
+                "certbound: #{} cannot read route metadata: {status:?}",
+                self.context_id
+            );
+        })?;
+        let Some(serialized) = serialized else {
+            return Ok((Some(config.mode), rules));
+        };
+        let policy = route::parse(&serialized).map_err(|e| {
+            warn!("certbound: #{} {e}", self.context_id);
+        })?;
+        if let Some(require) = policy.require_bound_token {
+            rules.require_bound_token = require;
+        }
+        Ok((policy.mode.unwrap_or(Some(config.mode)), rules))
     }
 
     /// Denies in enforce mode: counts, logs one line, publishes and answers. Internal errors

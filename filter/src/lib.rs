@@ -8,6 +8,7 @@ pub mod config;
 pub mod confirmation;
 pub mod exempt;
 pub mod policy;
+pub mod route;
 pub mod thumbprint;
 pub mod token;
 pub mod verdict;

@@ -1,10 +1,26 @@
 //! The decision table: from what the request carries to a [`Verdict`].
 
 use crate::config::Config;
-use crate::confirmation::Confirmation;
+use crate::confirmation::{CnfEncoding, Confirmation};
 use crate::thumbprint::Thumbprint;
 use crate::token;
 use crate::verdict::{Denial, Verdict};
+
+/// What decides a request's verdict: the plugin configuration, possibly overridden per route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    pub require_bound_token: bool,
+    pub cnf_encoding: CnfEncoding,
+}
+
+impl From<&Config> for Rules {
+    fn from(config: &Config) -> Self {
+        Self {
+            require_bound_token: config.require_bound_token,
+            cnf_encoding: config.cnf_encoding,
+        }
+    }
+}
 
 /// Judges one request.
 ///
@@ -12,27 +28,27 @@ use crate::verdict::{Denial, Verdict};
 /// when it presented none. It is called only for a bound token, so the common unbound case never
 /// pays for the lookup.
 pub fn decide(
-    config: &Config,
+    rules: Rules,
     authorization: Option<&[u8]>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Verdict {
-    match judge(config, authorization, client_certificate) {
+    match judge(rules, authorization, client_certificate) {
         Ok(verdict) => verdict,
         Err(denial) => Verdict::Deny(denial),
     }
 }
 
 fn judge(
-    config: &Config,
+    rules: Rules,
     authorization: Option<&[u8]>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Result<Verdict, Denial> {
     let Some(token) = token::bearer(authorization)? else {
-        return unbound(config, Denial::NoToken);
+        return unbound(rules, Denial::NoToken);
     };
 
-    let Confirmation::X5tS256(bound_to) = token::confirmation(token, config.cnf_encoding)? else {
-        return unbound(config, Denial::UnboundToken);
+    let Confirmation::X5tS256(bound_to) = token::confirmation(token, rules.cnf_encoding)? else {
+        return unbound(rules, Denial::UnboundToken);
     };
 
     let presented = client_certificate()?.ok_or(Denial::NoClientCertificate)?;
@@ -43,8 +59,8 @@ fn judge(
     }
 }
 
-fn unbound(config: &Config, denial: Denial) -> Result<Verdict, Denial> {
-    if config.require_bound_token {
+fn unbound(rules: Rules, denial: Denial) -> Result<Verdict, Denial> {
+    if rules.require_bound_token {
         Err(denial)
     } else {
         Ok(Verdict::Unbound)
@@ -57,7 +73,6 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
-    use crate::confirmation::CnfEncoding;
 
     fn bearer_jwt(payload: &str) -> String {
         format!("Bearer e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
@@ -73,10 +88,10 @@ mod tests {
     fn decision_table() {
         let a = Thumbprint::of_der(b"client a");
         let b = Thumbprint::of_der(b"client b");
-        let lenient = Config::default();
-        let strict = Config {
+        let lenient = Rules::from(&Config::default());
+        let strict = Rules {
             require_bound_token: true,
-            ..Config::default()
+            ..lenient
         };
 
         type Cert = Result<Option<Thumbprint>, Denial>;
@@ -169,12 +184,12 @@ mod tests {
         for (name, header, cert, expect_lenient, expect_strict) in rows {
             let header = header.as_deref().map(str::as_bytes);
             assert_eq!(
-                decide(&lenient, header, || cert),
+                decide(lenient, header, || cert),
                 expect_lenient,
                 "{name}, lenient"
             );
             assert_eq!(
-                decide(&strict, header, || cert),
+                decide(strict, header, || cert),
                 expect_strict,
                 "{name}, strict"
             );
@@ -185,39 +200,41 @@ mod tests {
     fn certificate_is_looked_up_only_for_bound_tokens() {
         let config = Config::default();
         let header = bearer_jwt(r#"{"sub":"a"}"#);
-        let verdict = decide(&config, Some(header.as_bytes()), || -> Result<_, Denial> {
-            panic!("looked up the certificate for an unbound token")
-        });
+        let verdict = decide(
+            Rules::from(&config),
+            Some(header.as_bytes()),
+            || -> Result<_, Denial> { panic!("looked up the certificate for an unbound token") },
+        );
         assert_eq!(verdict, Verdict::Unbound);
     }
 
     #[test]
     fn cnf_encoding_restricts_the_accepted_form() {
         let a = Thumbprint::of_der(b"client a");
-        let hex_only = Config {
+        let hex_only = Rules {
             cnf_encoding: CnfEncoding::Hex,
-            ..Config::default()
+            require_bound_token: false,
         };
-        let b64_only = Config {
+        let b64_only = Rules {
             cnf_encoding: CnfEncoding::Base64url,
-            ..Config::default()
+            require_bound_token: false,
         };
         let (b64, hex) = (bound_to(&a, false), bound_to(&a, true));
         let cert = || Ok(Some(a));
         assert_eq!(
-            decide(&hex_only, Some(hex.as_bytes()), cert),
+            decide(hex_only, Some(hex.as_bytes()), cert),
             Verdict::Bound(a)
         );
         assert_eq!(
-            decide(&hex_only, Some(b64.as_bytes()), cert),
+            decide(hex_only, Some(b64.as_bytes()), cert),
             Verdict::Deny(Denial::MalformedConfirmation)
         );
         assert_eq!(
-            decide(&b64_only, Some(b64.as_bytes()), cert),
+            decide(b64_only, Some(b64.as_bytes()), cert),
             Verdict::Bound(a)
         );
         assert_eq!(
-            decide(&b64_only, Some(hex.as_bytes()), cert),
+            decide(b64_only, Some(hex.as_bytes()), cert),
             Verdict::Deny(Denial::MalformedConfirmation)
         );
     }

@@ -225,3 +225,44 @@ fn grpc_requests_are_denied_the_grpc_way() {
         .contains("invalid_token"));
     assert_eq!(upstream.count(), 0);
 }
+
+#[test]
+fn routes_override_the_policy_through_metadata() {
+    let pki = Pki::new();
+    let upstream = Upstream::start();
+    let envoy = start(&pki, &upstream, None);
+    let url = |path: &str| format!("{}{path}", envoy.https("https"));
+    let token_a = format!("Bearer {}", pki.client_a.bound_token());
+    let unbound = format!("Bearer {}", jwt(&json!({"sub": "plain"})));
+    let b = client(&pki, Some(&pki.client_b), false);
+    let stolen: &[(&str, &[u8])] = &[("authorization", token_a.as_bytes())];
+    let plain: &[(&str, &[u8])] = &[("authorization", unbound.as_bytes())];
+
+    // /public/: certbound is off.
+    assert_eq!(get(&b, &url("/public/catalog"), stolen).status, 200);
+    // /payments/: bound tokens only.
+    assert_eq!(get(&b, &url("/payments/1"), plain).status, 401);
+    assert_eq!(get(&b, &url("/orders/1"), plain).status, 200);
+    // /beta/: audit only.
+    assert_eq!(get(&b, &url("/beta/1"), stolen).status, 200);
+    assert_eq!(
+        upstream
+            .requests()
+            .pop()
+            .unwrap()
+            .header("x-certbound-audit"),
+        Some("thumbprint_mismatch")
+    );
+    // Everything else: the plugin's enforce mode.
+    assert_eq!(get(&b, &url("/orders/1"), stolen).status, 401);
+
+    assert_eq!(
+        envoy.stat("wasmcustom.certbound.denied.unbound_token"),
+        Some(1)
+    );
+    assert_eq!(
+        envoy.stat("wasmcustom.certbound.audit.would_deny.thumbprint_mismatch"),
+        Some(1)
+    );
+    assert_eq!(envoy.stat("wasmcustom.certbound.exempt"), Some(1));
+}
