@@ -130,7 +130,7 @@ fn shipped_config_counts_forwards_and_logs() {
     assert!(
         prometheus
             .lines()
-            .any(|l| l.contains("certbound_denied_thumbprint_mismatch") && l.ends_with(" 4")),
+            .any(|l| l.starts_with("certbound_denied_thumbprint_mismatch{") && l.ends_with(" 4")),
         "{}",
         prometheus
             .lines()
