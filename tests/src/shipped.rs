@@ -13,8 +13,8 @@ use crate::repo_root;
 
 /// Every YAML document in a file, as JSON values (empty documents skipped).
 pub fn yaml_documents(path: &Path) -> Vec<Value> {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|document| {
             Value::deserialize(document)
@@ -83,11 +83,19 @@ pub fn plugin_configs_in_bootstrap(path: &Path) -> Vec<PluginConfig> {
             let is_certbound = object.contains_key("vm_config")
                 && object.get("name").and_then(Value::as_str) == Some("certbound");
             if is_certbound {
-                let text = object["configuration"]["value"].as_str().unwrap_or_else(|| {
-                    panic!("{}: certbound's configuration is not a StringValue", path.display())
-                });
+                let text = object["configuration"]["value"]
+                    .as_str()
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: certbound's configuration is not a StringValue",
+                            path.display()
+                        )
+                    });
                 let json = serde_json::from_str(text).unwrap_or_else(|e| {
-                    panic!("{}: certbound's configuration is not JSON: {e}", path.display())
+                    panic!(
+                        "{}: certbound's configuration is not JSON: {e}",
+                        path.display()
+                    )
                 });
                 found.push(PluginConfig {
                     origin: format!("{} (wasm configuration)", path.display()),
@@ -104,7 +112,10 @@ pub fn plugin_configs_in_bootstrap(path: &Path) -> Vec<PluginConfig> {
 pub fn plugin_configs_in_manifest(path: &Path) -> Vec<PluginConfig> {
     let mut found = Vec::new();
     for document in yaml_documents(&repo_root().join(path)) {
-        let name = document["metadata"]["name"].as_str().unwrap_or("?").to_string();
+        let name = document["metadata"]["name"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
         match document["kind"].as_str() {
             Some("WasmPlugin") => found.push(PluginConfig {
                 origin: format!("{} (WasmPlugin {name} pluginConfig)", path.display()),

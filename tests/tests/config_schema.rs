@@ -1,6 +1,14 @@
 //! schema/certbound-config.schema.json against certbound's own parser: every configuration the
 //! repository ships validates and parses, and the schema and the parser agree key by key.
 
+// Test code: a failed check stops the test loudly, with what was found.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use certbound_e2e::shipped::{
     all_plugin_configs, config_schema, config_validator, parse_with_certbound, Parsed,
     NOT_YET_PARSED,
@@ -63,7 +71,10 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "peer_identities": ["spiffe://cluster.local/ns/a/sa/b"], "any": false}}),
         ),
         ("xfcc_element", json!({"xfcc_element": "first"})),
-        ("strip_certificate_header", json!({"strip_certificate_header": false})),
+        (
+            "strip_certificate_header",
+            json!({"strip_certificate_header": false}),
+        ),
         (
             "forwarded_certificate_ca",
             json!({"forwarded_certificate_ca": "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"}),
@@ -74,7 +85,15 @@ fn samples() -> Vec<(&'static str, Value)> {
             json!({"claims_source": "jwt_authn", "jwt_authn_payload_key": "jwt_payload"}),
         ),
     ];
-    for format in ["auto", "xfcc", "rfc9440", "pem", "url-encoded-pem", "base64-pem", "base64-der"] {
+    for format in [
+        "auto",
+        "xfcc",
+        "rfc9440",
+        "pem",
+        "url-encoded-pem",
+        "base64-pem",
+        "base64-der",
+    ] {
         samples.push((
             "certificate_header_format",
             json!({"certificate_header": "x-client-cert", "certificate_header_format": format,
@@ -103,7 +122,10 @@ fn schema_and_parser_agree_on_every_key() {
 
     let mut pending = Vec::new();
     for (key, sample) in &samples {
-        assert!(keys.contains(key), "sample for {key}, which the schema lacks");
+        assert!(
+            keys.contains(key),
+            "sample for {key}, which the schema lacks"
+        );
         let errors = schema_errors(sample);
         assert!(errors.is_empty(), "schema refuses {sample}: {errors:?}");
         match parse_with_certbound(sample) {
@@ -125,14 +147,13 @@ fn schema_and_parser_agree_on_every_key() {
         Ok(_) => panic!("certbound accepted an unknown key"),
     };
     let expected = message.split("expected one of").nth(1).unwrap_or_default();
-    let parser_keys: Vec<&str> = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let parser_keys: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
     assert!(!parser_keys.is_empty(), "{message}");
     for key in parser_keys {
-        assert!(keys.contains(&key), "certbound parses {key}, the schema lacks it");
+        assert!(
+            keys.contains(&key),
+            "certbound parses {key}, the schema lacks it"
+        );
     }
 }
 
@@ -148,7 +169,10 @@ fn schema_and_parser_refuse_the_same_mistakes() {
         json!("audit"),
     ];
     for config in table {
-        assert!(!schema_errors(&config).is_empty(), "schema accepts {config}");
+        assert!(
+            !schema_errors(&config).is_empty(),
+            "schema accepts {config}"
+        );
         assert!(
             matches!(parse_with_certbound(&config), Parsed::Refused(_)),
             "certbound accepts {config}"
@@ -169,7 +193,10 @@ fn schema_and_parser_refuse_the_same_mistakes() {
         json!({"strip_certificate_header": "no"}),
     ];
     for config in schema_only {
-        assert!(!schema_errors(&config).is_empty(), "schema accepts {config}");
+        assert!(
+            !schema_errors(&config).is_empty(),
+            "schema accepts {config}"
+        );
         assert_ne!(
             parse_with_certbound(&config),
             Parsed::Accepted,

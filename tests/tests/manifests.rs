@@ -2,6 +2,14 @@
 //! Envoy Gateway (`../shared/crds`): JSON Schema validation of `openAPIV3Schema`, and no field
 //! that Kubernetes would prune without a word.
 
+// Test code: a failed check stops the test loudly, with what was found.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use certbound_e2e::repo_root;
 use certbound_e2e::shipped::{check_manifest, crd_schemas, manifest_files, yaml_documents};
 use serde_json::{json, Value};
@@ -54,11 +62,17 @@ fn every_manifest_matches_its_crd_schema() {
     ];
     for kind in kinds {
         assert!(
-            checked.iter().any(|what| what.contains(&format!(" {kind} "))),
+            checked
+                .iter()
+                .any(|what| what.contains(&format!(" {kind} "))),
             "no {kind} was checked: {checked:#?}"
         );
     }
-    println!("{} manifests valid:\n  {}", checked.len(), checked.join("\n  "));
+    println!(
+        "{} manifests valid:\n  {}",
+        checked.len(),
+        checked.join("\n  ")
+    );
 }
 
 #[test]
@@ -88,7 +102,10 @@ fn the_istio_setup_is_the_one_certbound_needs() {
     ] {
         let plugin = manifest(path, "WasmPlugin");
         let spec = &plugin["spec"];
-        assert_eq!(spec["phase"], "AUTHZ", "{path}: after RequestAuthentication");
+        assert_eq!(
+            spec["phase"], "AUTHZ",
+            "{path}: after RequestAuthentication"
+        );
         assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{path}");
         assert!(
             spec["url"].as_str().unwrap().starts_with("oci://"),
@@ -98,7 +115,10 @@ fn the_istio_setup_is_the_one_certbound_needs() {
     }
 
     let gateway_plugin = manifest("envoy/istio/wasmplugin-gateway.yaml", "WasmPlugin");
-    assert_eq!(gateway_plugin["spec"]["selector"]["matchLabels"]["istio"], "ingressgateway");
+    assert_eq!(
+        gateway_plugin["spec"]["selector"]["matchLabels"]["istio"],
+        "ingressgateway"
+    );
     assert!(gateway_plugin["spec"]["pluginConfig"]
         .get("certificate_header")
         .is_none());
@@ -108,11 +128,14 @@ fn the_istio_setup_is_the_one_certbound_needs() {
     assert_eq!(config["certificate_header"], "x-forwarded-client-cert");
     assert_eq!(config["certificate_header_format"], "xfcc");
     assert_eq!(config["xfcc_element"], "first");
-    let identities = config["trusted_proxies"]["peer_identities"].as_array().unwrap();
+    let identities = config["trusted_proxies"]["peer_identities"]
+        .as_array()
+        .unwrap();
     assert!(
-        identities
-            .iter()
-            .all(|id| id.as_str().unwrap().starts_with("spiffe://cluster.local/ns/istio-system/sa/")),
+        identities.iter().all(|id| id
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://cluster.local/ns/istio-system/sa/")),
         "{identities:?}"
     );
     assert!(config["trusted_proxies"].get("any").is_none());
@@ -132,15 +155,15 @@ fn the_istio_setup_is_the_one_certbound_needs() {
 
 #[test]
 fn the_envoy_gateway_setup_is_the_one_certbound_needs() {
-    let policy = manifest("envoy/gateway/envoy-extension-policy.yaml", "EnvoyExtensionPolicy");
+    let policy = manifest(
+        "envoy/gateway/envoy-extension-policy.yaml",
+        "EnvoyExtensionPolicy",
+    );
     let wasm = &policy["spec"]["wasm"][0];
     assert_eq!(wasm["name"], "certbound");
     assert_eq!(wasm["failOpen"], false);
     assert_eq!(wasm["code"]["type"], "Image");
-    assert_eq!(
-        wasm["code"]["image"]["sha256"].as_str().unwrap().len(),
-        64
-    );
+    assert_eq!(wasm["code"]["image"]["sha256"].as_str().unwrap().len(), 64);
 
     let gateway = manifest("envoy/gateway/gateway.yaml", "Gateway");
     assert_eq!(
@@ -149,12 +172,21 @@ fn the_envoy_gateway_setup_is_the_one_certbound_needs() {
     );
     let validation = &gateway["spec"]["tls"]["frontend"]["default"]["validation"];
     assert_eq!(validation["mode"], "AllowValidOnly");
-    assert!(!validation["caCertificateRefs"].as_array().unwrap().is_empty());
+    assert!(!validation["caCertificateRefs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     let class = manifest("envoy/gateway/gatewayclass.yaml", "GatewayClass");
-    assert_eq!(gateway["spec"]["gatewayClassName"], class["metadata"]["name"]);
+    assert_eq!(
+        gateway["spec"]["gatewayClassName"],
+        class["metadata"]["name"]
+    );
     let route = manifest("envoy/gateway/httproute.yaml", "HTTPRoute");
-    assert_eq!(route["spec"]["parentRefs"][0]["name"], gateway["metadata"]["name"]);
+    assert_eq!(
+        route["spec"]["parentRefs"][0]["name"],
+        gateway["metadata"]["name"]
+    );
 }
 
 /// The validator is only worth something if it refuses: each broken copy must be refused, with
@@ -163,7 +195,10 @@ fn the_envoy_gateway_setup_is_the_one_certbound_needs() {
 fn broken_manifests_are_refused() {
     let schemas = crd_schemas();
     let plugin = manifest("envoy/istio/wasmplugin-gateway.yaml", "WasmPlugin");
-    let policy = manifest("envoy/gateway/envoy-extension-policy.yaml", "EnvoyExtensionPolicy");
+    let policy = manifest(
+        "envoy/gateway/envoy-extension-policy.yaml",
+        "EnvoyExtensionPolicy",
+    );
     let gateway = manifest("envoy/istio/gateway.yaml", "Gateway");
     assert!(check_manifest(&plugin, &schemas).is_ok());
     assert!(check_manifest(&policy, &schemas).is_ok());

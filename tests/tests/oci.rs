@@ -1,6 +1,14 @@
 //! `make oci` (scripts/oci_image.py): the OCI image layout of certbound.wasm that Istio and Envoy
 //! Gateway pull, checked blob by blob.
 
+// Test code: a failed check stops the test loudly, with what was found.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::fs;
 use std::io::Read as _;
 use std::path::Path;
@@ -11,7 +19,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn pack(out: &Path) -> String {
@@ -33,15 +44,26 @@ fn pack(out: &Path) -> String {
 
 /// Reads a blob that a descriptor names, checking its digest and size.
 fn blob(layout: &Path, descriptor: &Value) -> Result<Vec<u8>, String> {
-    let digest = descriptor["digest"].as_str().ok_or("descriptor without digest")?;
-    let hex = digest.strip_prefix("sha256:").ok_or(format!("not sha256: {digest}"))?;
+    let digest = descriptor["digest"]
+        .as_str()
+        .ok_or("descriptor without digest")?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or(format!("not sha256: {digest}"))?;
     let bytes = fs::read(layout.join("blobs/sha256").join(hex))
         .map_err(|e| format!("blob {digest}: {e}"))?;
     if hex_sha256(&bytes) != hex {
-        return Err(format!("blob {digest} has digest sha256:{}", hex_sha256(&bytes)));
+        return Err(format!(
+            "blob {digest} has digest sha256:{}",
+            hex_sha256(&bytes)
+        ));
     }
     if descriptor["size"].as_u64() != Some(bytes.len() as u64) {
-        return Err(format!("blob {digest} has size {}, not {}", bytes.len(), descriptor["size"]));
+        return Err(format!(
+            "blob {digest} has size {}, not {}",
+            bytes.len(),
+            descriptor["size"]
+        ));
     }
     Ok(bytes)
 }
@@ -56,7 +78,9 @@ fn check_layout(layout: &Path) -> Result<(String, Vec<u8>), String> {
         return Err(format!("oci-layout: {oci_layout}"));
     }
     let index = read_json(&fs::read(layout.join("index.json")).map_err(|e| e.to_string())?)?;
-    let manifests = index["manifests"].as_array().ok_or("index without manifests")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .ok_or("index without manifests")?;
     let [descriptor] = manifests.as_slice() else {
         return Err(format!("{} manifests in the index", manifests.len()));
     };
@@ -75,13 +99,19 @@ fn check_layout(layout: &Path) -> Result<(String, Vec<u8>), String> {
     }
     let layers = manifest["layers"].as_array().ok_or("no layers")?;
     let [layer] = layers.as_slice() else {
-        return Err(format!("{} layers, the compat variant has one", layers.len()));
+        return Err(format!(
+            "{} layers, the compat variant has one",
+            layers.len()
+        ));
     };
     if layer["mediaType"] != "application/vnd.oci.image.layer.v1.tar+gzip" {
         return Err(format!("layer media type {}", layer["mediaType"]));
     }
     if manifest["config"]["mediaType"] != "application/vnd.oci.image.config.v1+json" {
-        return Err(format!("config media type {}", manifest["config"]["mediaType"]));
+        return Err(format!(
+            "config media type {}",
+            manifest["config"]["mediaType"]
+        ));
     }
     let config = read_json(&blob(layout, &manifest["config"])?)?;
 
@@ -96,7 +126,11 @@ fn check_layout(layout: &Path) -> Result<(String, Vec<u8>), String> {
     let mut files = Vec::new();
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
-        let name = entry.path().map_err(|e| e.to_string())?.display().to_string();
+        let name = entry
+            .path()
+            .map_err(|e| e.to_string())?
+            .display()
+            .to_string();
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
         files.push((name, bytes));
@@ -108,7 +142,10 @@ fn check_layout(layout: &Path) -> Result<(String, Vec<u8>), String> {
         return Err(format!("the layer holds {name}, not plugin.wasm"));
     }
     let digest = descriptor["digest"].as_str().unwrap_or_default();
-    Ok((digest.trim_start_matches("sha256:").to_string(), wasm.clone()))
+    Ok((
+        digest.trim_start_matches("sha256:").to_string(),
+        wasm.clone(),
+    ))
 }
 
 #[test]
@@ -121,8 +158,17 @@ fn the_layout_holds_certbound_wasm_as_a_compat_wasm_image() {
     let module = fs::read(wasm_path()).unwrap();
     assert!(wasm == module, "plugin.wasm differs from certbound.wasm");
     // The digests a WasmPlugin or EnvoyExtensionPolicy `sha256` holds, as make oci prints them.
-    assert!(printed.contains(&format!("module sha256 (http/https url sha256): {}", hex_sha256(&module))), "{printed}");
-    assert!(printed.contains(&format!("sha256: \"{image_digest}\"")), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "module sha256 (http/https url sha256): {}",
+            hex_sha256(&module)
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("sha256: \"{image_digest}\"")),
+        "{printed}"
+    );
     println!("{printed}");
 
     // Reproducible: the same module gives the same image digest.
@@ -142,7 +188,9 @@ fn a_damaged_layout_is_refused() {
     let manifest_path = layout.join("blobs/sha256").join(&image_digest);
     let manifest: Value = serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
     let layer = manifest["layers"][0]["digest"].as_str().unwrap();
-    let layer_path = layout.join("blobs/sha256").join(layer.trim_start_matches("sha256:"));
+    let layer_path = layout
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
 
     // A changed byte in the layer.
     let original = fs::read(&layer_path).unwrap();
