@@ -561,3 +561,5 @@ pub fn get(client: &reqwest::blocking::Client, url: &str, headers: &[(&str, &[u8
         body: reply.text().unwrap(),
     }
 }
+
+pub mod shipped;
