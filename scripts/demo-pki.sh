@@ -10,7 +10,7 @@ days=30
 mkdir -p "$out"
 cd "$out"
 
-if [ -f ca.crt ] && [ -f token-a.jwt ] && openssl x509 -in ca.crt -noout -checkend 86400 >/dev/null; then
+if [ -f ca.crt ] && [ -f token-a.jwt ] && [ -f edge.crt ] && openssl x509 -in ca.crt -noout -checkend 86400 >/dev/null; then
   exit 0
 fi
 echo "creating demo certificates and tokens in $out"
@@ -35,6 +35,11 @@ openssl req -x509 -new -key ca.key -subj "/CN=certbound demo CA" -days "$days" -
 ec_key server.key
 sign server "/CN=localhost" "$(printf '%s\n' \
   'subjectAltName=DNS:localhost,DNS:envoy,IP:127.0.0.1' 'extendedKeyUsage=serverAuth')"
+
+# The edge proxy's own client certificate, named by a SPIFFE ID (envoy/edge-envoy.yaml).
+ec_key edge.key
+sign edge "/CN=edge/O=certbound demo" "$(printf '%s\n' \
+  'subjectAltName=URI:spiffe://certbound.demo/edge' 'extendedKeyUsage=clientAuth')"
 
 ec_key client-a.key
 sign client-a "/CN=client-a/O=certbound demo" 'extendedKeyUsage=clientAuth'

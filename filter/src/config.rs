@@ -3,8 +3,12 @@
 
 use serde::{de, Deserialize, Deserializer};
 
+use crate::ca::{self, CaBundle};
+use crate::certificate::{HeaderFormat, MAX_HEADER_LEN};
 use crate::confirmation::CnfEncoding;
 use crate::exempt::PathRule;
+use crate::trust::{TrustedProxies, TrustedProxiesConfig};
+use crate::xfcc::XfccElement;
 
 /// Enforce denies; audit lets every request through and logs what it would have denied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -17,7 +21,7 @@ pub enum Mode {
 
 /// The validated configuration. Every field has a default, so an empty configuration is valid.
 /// Values are validated while they are deserialised, so an error names its key.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mode: Mode,
@@ -37,6 +41,28 @@ pub struct Config {
     pub filter_state: bool,
     /// Read per-route overrides from the route's metadata (`filter_metadata.certbound`).
     pub route_overrides: bool,
+    /// Longest bearer token judged; a longer one is denied before it is decoded.
+    #[serde(deserialize_with = "size_limit")]
+    pub max_token_bytes: usize,
+
+    /// The request header in which a trusted TLS-terminating proxy forwards the client
+    /// certificate. `None`: only the connection's own certificate counts.
+    #[serde(deserialize_with = "optional_header_name")]
+    pub certificate_header: Option<String>,
+    pub certificate_header_format: HeaderFormat,
+    /// Who may supply `certificate_header`.
+    #[serde(deserialize_with = "trusted_proxies")]
+    pub trusted_proxies: TrustedProxies,
+    pub xfcc_element: XfccElement,
+    /// Remove `certificate_header` before the request goes upstream. A header from a source
+    /// that is not a trusted proxy is removed regardless.
+    pub strip_certificate_header: bool,
+    /// When set, a forwarded certificate must be issued by one of these CAs and valid now.
+    #[serde(deserialize_with = "ca_bundle")]
+    pub forwarded_certificate_ca: Option<CaBundle>,
+    /// Longest `certificate_header` value read; a longer one is denied before it is decoded.
+    #[serde(deserialize_with = "size_limit")]
+    pub max_certificate_header_bytes: usize,
 }
 
 impl Default for Config {
@@ -50,11 +76,41 @@ impl Default for Config {
             forward_thumbprint_header: None,
             filter_state: false,
             route_overrides: false,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            certificate_header: None,
+            certificate_header_format: HeaderFormat::Auto,
+            trusted_proxies: TrustedProxies::default(),
+            xfcc_element: XfccElement::Last,
+            strip_certificate_header: true,
+            forwarded_certificate_ca: None,
+            max_certificate_header_bytes: DEFAULT_MAX_CERTIFICATE_HEADER_BYTES,
         }
     }
 }
 
 pub const DEFAULT_AUDIT_HEADER: &str = "x-certbound-audit";
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_CERTIFICATE_HEADER_BYTES: usize = 32 * 1024;
+
+/// A size limit in bytes: at least 1, at most the hard cap certbound never reads past.
+fn size_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let limit = i64::deserialize(d)?;
+    match usize::try_from(limit) {
+        Ok(limit) if (1..=MAX_HEADER_LEN).contains(&limit) => Ok(limit),
+        _ => Err(de::Error::custom(format!(
+            "{limit} is not between 1 and {MAX_HEADER_LEN}"
+        ))),
+    }
+}
+
+fn trusted_proxies<'de, D: Deserializer<'de>>(d: D) -> Result<TrustedProxies, D::Error> {
+    TrustedProxies::try_from(TrustedProxiesConfig::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn ca_bundle<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaBundle>, D::Error> {
+    let pem = String::deserialize(d)?;
+    ca::parse_bundle(&pem).map(Some).map_err(de::Error::custom)
+}
 
 /// A request header name: lower case (HTTP/2 requires it) and an RFC 9110 token. `""` means none.
 fn optional_header_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -85,6 +141,26 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// Keys that only mean something together. A certificate header nobody may send would
+    /// silently do nothing; trust with no header to apply it to is a misunderstanding.
+    fn check_forwarding(&self) -> Result<(), ConfigError> {
+        let refuse = |message: &str| Err(ConfigError(message.to_string()));
+        match &self.certificate_header {
+            Some(_) if self.trusted_proxies.trusts_nobody() => refuse(
+                "`certificate_header` is set but `trusted_proxies` trusts no one: list the \
+                 proxies' `cidrs` or `peer_identities`, or set `any: true` if only the proxy can \
+                 reach Envoy",
+            ),
+            None if !self.trusted_proxies.trusts_nobody() => {
+                refuse("`trusted_proxies` is set without `certificate_header`")
+            }
+            None if self.forwarded_certificate_ca.is_some() => {
+                refuse("`forwarded_certificate_ca` is set without `certificate_header`")
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Parses the plugin configuration. Absent or blank means all defaults.
     pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
         let trimmed = json.trim_ascii();
@@ -107,6 +183,7 @@ impl Config {
             }
         })?;
         deserializer.end().map_err(|e| ConfigError(e.to_string()))?;
+        config.check_forwarding()?;
         Ok(config)
     }
 }
@@ -118,7 +195,9 @@ mod tests {
     #[test]
     fn empty_means_defaults() {
         for json in ["", "  \n", "{}"] {
-            assert_eq!(Config::parse(json.as_bytes()), Ok(Config::default()));
+            let config = Config::parse(json.as_bytes()).unwrap();
+            assert_eq!(config.mode, Mode::Enforce);
+            assert_eq!(config.certificate_header, None);
         }
         let c = Config::default();
         assert_eq!(c.mode, Mode::Enforce);
@@ -177,6 +256,36 @@ mod tests {
             (
                 r#"{"exempt_paths":"/healthz"}"#,
                 ["exempt_paths", "/healthz"],
+            ),
+            (r#"{"max_token_bytes":0}"#, ["max_token_bytes", "0"]),
+            (r#"{"max_token_bytes":-1}"#, ["max_token_bytes", "-1"]),
+            (
+                r#"{"certificate_header":"x-client-cert"}"#,
+                ["trusted_proxies", "trusts no one"],
+            ),
+            (
+                r#"{"certificate_header":"x-client-cert","trusted_proxies":{"cidrs":["10.0.0.300/8"]}}"#,
+                ["trusted_proxies.cidrs", "10.0.0.300/8"],
+            ),
+            (
+                r#"{"certificate_header":"x","trusted_proxies":{"any":true,"anyone":true}}"#,
+                ["trusted_proxies", "anyone"],
+            ),
+            (
+                r#"{"trusted_proxies":{"any":true}}"#,
+                ["trusted_proxies", "certificate_header"],
+            ),
+            (
+                r#"{"certificate_header":"x","trusted_proxies":{"any":true},"certificate_header_format":"der"}"#,
+                ["certificate_header_format", "der"],
+            ),
+            (
+                r#"{"certificate_header":"x","trusted_proxies":{"any":true},"xfcc_element":"middle"}"#,
+                ["xfcc_element", "middle"],
+            ),
+            (
+                r#"{"certificate_header":"x","trusted_proxies":{"any":true},"forwarded_certificate_ca":"no pem"}"#,
+                ["forwarded_certificate_ca", "CERTIFICATE"],
             ),
         ];
         for (json, needles) in table {

@@ -9,12 +9,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, GrpcStatusCode, LogLevel, MapType};
 use proxy_wasm::types::{MetricType, Status};
 
+use crate::certificate::HeaderFormat;
 use crate::config::{Config, Mode};
 use crate::exempt;
 use crate::policy::{self, Rules};
 use crate::route;
 use crate::thumbprint::Thumbprint;
 use crate::verdict::{Denial, Verdict};
+use crate::xfcc::XfccElement;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
@@ -91,10 +93,15 @@ impl HttpContext for Check {
             self.audit_header(),
         ];
         for name in own_headers.into_iter().flatten() {
-            if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+            if remove_request_header(name).is_err() {
                 return self.deny(Denial::Internal);
             }
         }
+        // Read and, unless a trusted proxy sent it and it is to be kept, removed on every
+        // request: exempt paths and switched-off routes must not pass it on either.
+        let Ok(certificate_header) = self.take_certificate_header() else {
+            return self.deny(Denial::Internal);
+        };
 
         if !config.exempt_paths.is_empty() {
             match request_header(":path") {
@@ -120,7 +127,9 @@ impl HttpContext for Check {
 
         increment(metrics.checked);
         let verdict = match request_header("authorization") {
-            Ok(authorization) => policy::decide(rules, authorization.as_deref(), peer_certificate),
+            Ok(authorization) => policy::decide(rules, authorization.as_deref(), || {
+                self.client_certificate(certificate_header.as_ref())
+            }),
             Err(()) => Verdict::Deny(Denial::Internal),
         };
 
@@ -165,6 +174,84 @@ impl HttpContext for Check {
 }
 
 impl Check {
+    /// Reads `certificate_header` and removes it from the request, unless it came from a
+    /// trusted proxy and `strip_certificate_header` is off. `None` when no header is configured.
+    fn take_certificate_header(&self) -> Result<Option<CertificateHeader>, ()> {
+        let config = &self.plugin.config;
+        let Some(name) = &config.certificate_header else {
+            return Ok(None);
+        };
+        let value = request_header(name)?;
+        let mut trusted = None;
+        if value.is_some() {
+            let keep = !config.strip_certificate_header && *trusted.insert(self.trusted_proxy()?);
+            if !keep {
+                remove_request_header(name)?;
+            }
+        }
+        Ok(Some(CertificateHeader { value, trusted }))
+    }
+
+    /// The client certificate's thumbprint: the one a trusted proxy forwarded, else the
+    /// connection's own. From a trusted proxy the header decides alone; its absence means the
+    /// client presented no certificate, never "use the proxy's".
+    fn client_certificate(
+        &self,
+        header: Option<&CertificateHeader>,
+    ) -> Result<Option<Thumbprint>, Denial> {
+        let config = &self.plugin.config;
+        let Some(header) = header else {
+            return peer_certificate();
+        };
+        let trusted = match header.trusted {
+            Some(trusted) => trusted,
+            None => self.trusted_proxy().map_err(|()| Denial::Internal)?,
+        };
+        if !trusted {
+            return peer_certificate();
+        }
+        let xfcc = matches!(
+            config.certificate_header_format,
+            HeaderFormat::Auto | HeaderFormat::Xfcc
+        );
+        let proxy = if xfcc && config.xfcc_element == XfccElement::Last {
+            peer_certificate()?
+        } else {
+            None
+        };
+        let now = match config.forwarded_certificate_ca {
+            Some(_) => unix_now()?,
+            None => 0,
+        };
+        policy::forwarded_thumbprint(config, header.value.as_deref(), proxy, now)
+    }
+
+    /// Whether the downstream connection is a trusted proxy, by its source address or the
+    /// identity (URI or DNS SAN) in its mTLS certificate.
+    fn trusted_proxy(&self) -> Result<bool, ()> {
+        let trusted = &self.plugin.config.trusted_proxies;
+        if trusted.any {
+            return Ok(true);
+        }
+        let source = match trusted.cidrs.is_empty() {
+            true => None,
+            false => property(vec!["source", "address"])?,
+        };
+        let mut sans = Vec::new();
+        if !trusted.peer_identities.is_empty() {
+            for san in ["uri_san_peer_certificate", "dns_san_peer_certificate"] {
+                sans.extend(property(vec!["connection", san])?);
+            }
+        }
+        let source = source.as_deref().map(String::from_utf8_lossy);
+        let sans: Vec<_> = sans
+            .iter()
+            .map(|san| String::from_utf8_lossy(san))
+            .collect();
+        let sans: Vec<&str> = sans.iter().map(|san| san.as_ref()).collect();
+        Ok(trusted.trusts(source.as_deref(), &sans))
+    }
+
     /// The audit header to strip from the client's request: whenever a request might be audited.
     fn audit_header(&self) -> Option<&str> {
         let config = &self.plugin.config;
@@ -264,6 +351,33 @@ impl Check {
             let _ = hostcalls::set_property(vec!["certbound.thumbprint"], Some(value.as_bytes()));
         }
     }
+}
+
+/// The certificate header as it arrived, and whether its sender is a trusted proxy when that was
+/// already looked up.
+struct CertificateHeader {
+    value: Option<Vec<u8>>,
+    trusted: Option<bool>,
+}
+
+fn property(path: Vec<&str>) -> Result<Option<Vec<u8>>, ()> {
+    hostcalls::get_property(path).map_err(|status| {
+        warn!("certbound: cannot read a connection property: {status:?}");
+    })
+}
+
+fn remove_request_header(name: &str) -> Result<(), ()> {
+    hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(|status| {
+        warn!("certbound: cannot remove request header {name}: {status:?}");
+    })
+}
+
+fn unix_now() -> Result<u64, Denial> {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|now| now.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_secs())
+        .ok_or(Denial::Internal)
 }
 
 fn is_grpc() -> bool {

@@ -1,5 +1,6 @@
 //! The decision table: from what the request carries to a [`Verdict`].
 
+use crate::certificate;
 use crate::config::Config;
 use crate::confirmation::{CnfEncoding, Confirmation};
 use crate::thumbprint::Thumbprint;
@@ -11,6 +12,7 @@ use crate::verdict::{Denial, Verdict};
 pub struct Rules {
     pub require_bound_token: bool,
     pub cnf_encoding: CnfEncoding,
+    pub max_token_bytes: usize,
 }
 
 impl From<&Config> for Rules {
@@ -18,6 +20,7 @@ impl From<&Config> for Rules {
         Self {
             require_bound_token: config.require_bound_token,
             cnf_encoding: config.cnf_encoding,
+            max_token_bytes: config.max_token_bytes,
         }
     }
 }
@@ -46,6 +49,9 @@ fn judge(
     let Some(token) = token::bearer(authorization)? else {
         return unbound(rules, Denial::NoToken);
     };
+    if token.len() > rules.max_token_bytes {
+        return Err(Denial::TokenTooLarge);
+    }
 
     let Confirmation::X5tS256(bound_to) = token::confirmation(token, rules.cnf_encoding)? else {
         return unbound(rules, Denial::UnboundToken);
@@ -57,6 +63,37 @@ fn judge(
     } else {
         Err(Denial::ThumbprintMismatch)
     }
+}
+
+/// The thumbprint of the client certificate a trusted proxy forwarded in `header`.
+///
+/// `Ok(None)` when the header is absent or empty: the client presented no certificate to the
+/// proxy. `proxy` is the thumbprint of the proxy's own certificate on this connection, so that an
+/// XFCC element this Envoy appended about the proxy is not taken for the client's. With
+/// `forwarded_certificate_ca`, the certificate must be issued by one of those CAs and valid at
+/// `now` (unix seconds).
+pub fn forwarded_thumbprint(
+    config: &Config,
+    header: Option<&[u8]>,
+    proxy: Option<Thumbprint>,
+    now: u64,
+) -> Result<Option<Thumbprint>, Denial> {
+    let Some(value) = header else {
+        return Ok(None);
+    };
+    if value.len() > config.max_certificate_header_bytes {
+        return Err(Denial::CertificateHeaderTooLarge);
+    }
+    let format = config.certificate_header_format;
+    let Some(forwarded) =
+        certificate::forwarded_certificate(value, format, config.xfcc_element, proxy)?
+    else {
+        return Ok(None);
+    };
+    if let Some(cas) = &config.forwarded_certificate_ca {
+        cas.verify(&forwarded, now)?;
+    }
+    Ok(Some(forwarded.thumbprint))
 }
 
 fn unbound(rules: Rules, denial: Denial) -> Result<Verdict, Denial> {
@@ -211,13 +248,14 @@ mod tests {
     #[test]
     fn cnf_encoding_restricts_the_accepted_form() {
         let a = Thumbprint::of_der(b"client a");
+        let lenient = Rules::from(&Config::default());
         let hex_only = Rules {
             cnf_encoding: CnfEncoding::Hex,
-            require_bound_token: false,
+            ..lenient
         };
         let b64_only = Rules {
             cnf_encoding: CnfEncoding::Base64url,
-            require_bound_token: false,
+            ..lenient
         };
         let (b64, hex) = (bound_to(&a, false), bound_to(&a, true));
         let cert = || Ok(Some(a));

@@ -32,6 +32,10 @@ pub enum Denial {
     NoClientCertificate,
     /// The token is bound to another certificate than the one presented.
     ThumbprintMismatch,
+    /// The bearer token is longer than `max_token_bytes`; it was not decoded.
+    TokenTooLarge,
+    /// The certificate header is longer than `max_certificate_header_bytes`; it was not decoded.
+    CertificateHeaderTooLarge,
     /// A trusted proxy forwarded a certificate header that is not a parsable X.509 certificate
     /// in the configured shape.
     MalformedCertificate,
@@ -42,7 +46,7 @@ pub enum Denial {
 }
 
 impl Denial {
-    pub const ALL: [Denial; 10] = [
+    pub const ALL: [Denial; 12] = [
         Denial::NoToken,
         Denial::MalformedAuthorization,
         Denial::MalformedToken,
@@ -50,6 +54,8 @@ impl Denial {
         Denial::UnboundToken,
         Denial::NoClientCertificate,
         Denial::ThumbprintMismatch,
+        Denial::TokenTooLarge,
+        Denial::CertificateHeaderTooLarge,
         Denial::MalformedCertificate,
         Denial::UntrustedCertificate,
         Denial::Internal,
@@ -73,6 +79,8 @@ impl Denial {
             Denial::UnboundToken => "unbound_token",
             Denial::NoClientCertificate => "no_client_certificate",
             Denial::ThumbprintMismatch => "thumbprint_mismatch",
+            Denial::TokenTooLarge => "token_too_large",
+            Denial::CertificateHeaderTooLarge => "certificate_header_too_large",
             Denial::MalformedCertificate => "malformed_certificate",
             Denial::UntrustedCertificate => "untrusted_certificate",
             Denial::Internal => "internal_error",
@@ -115,6 +123,10 @@ impl Denial {
             }
             Denial::ThumbprintMismatch => {
                 "the access token is bound to a different client certificate"
+            }
+            Denial::TokenTooLarge => "the access token is longer than this server accepts",
+            Denial::CertificateHeaderTooLarge => {
+                "the forwarded client certificate is longer than this server accepts"
             }
             Denial::MalformedCertificate => "malformed client certificate",
             Denial::UntrustedCertificate => {

@@ -98,6 +98,9 @@ pub struct Pki {
     pub server: Identity,
     pub client_a: Identity,
     pub client_b: Identity,
+    /// An edge proxy's client certificate, named `spiffe://certbound.demo/edge` as in the
+    /// shipped configs.
+    pub edge: Identity,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -130,9 +133,13 @@ impl Pki {
             server: placeholder(),
             client_a: placeholder(),
             client_b: placeholder(),
+            edge: placeholder(),
             issuer,
         };
         pki.server = pki.issue("localhost", true);
+        pki.edge = pki.issue_with_uri("edge", "spiffe://certbound.demo/edge");
+        pki.write("edge.crt", &pki.edge.cert_pem);
+        pki.write("edge.key", &pki.edge.key_pem);
         pki.client_a = pki.client("client-a");
         pki.client_b = pki.client("client-b");
         pki.write("ca.crt", &pki.ca.cert_pem);
@@ -144,6 +151,23 @@ impl Pki {
     /// A new client certificate issued by the test CA.
     pub fn client(&self, common_name: &str) -> Identity {
         self.issue(common_name, false)
+    }
+
+    /// A client certificate whose subject alternative name is this URI (a SPIFFE ID).
+    pub fn issue_with_uri(&self, common_name: &str, uri: &str) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
     }
 
     fn issue(&self, common_name: &str, server: bool) -> Identity {
@@ -297,6 +321,9 @@ pub struct Setup<'a> {
     pub clusters: Vec<(&'a str, u16)>,
     /// Folder that stands in for `build/demo/` (certificates and keys).
     pub pki_dir: &'a Path,
+    /// certbound's configuration for the plugins of one listener (by name), replacing the file's
+    /// and `plugin_config`.
+    pub listener_plugin_configs: Vec<(&'a str, &'a str)>,
 }
 
 /// A running Envoy. Stopped on drop; its log is printed if the test is failing.
@@ -458,7 +485,24 @@ fn rewrite_config(setup: &Setup<'_>) -> Value {
             }
         }
     });
-    assert!(plugins > 0, "{} has no certbound plugin", setup.config);
+    assert!(
+        plugins > 0 || setup.plugin_config.is_none(),
+        "{} has no certbound plugin",
+        setup.config
+    );
+    for (name, plugin_config) in &setup.listener_plugin_configs {
+        let listener = config["static_resources"]["listeners"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|l| l["name"] == *name)
+            .unwrap_or_else(|| panic!("{} has no listener {name}", setup.config));
+        walk(listener, &mut |object| {
+            if object.contains_key("vm_config") {
+                object["configuration"]["value"] = Value::String((*plugin_config).into());
+            }
+        });
+    }
 
     let loopback = |port: u16| json!({"address": "127.0.0.1", "port_value": port});
     config["admin"]["address"]["socket_address"] = loopback(0);
@@ -509,7 +553,19 @@ pub fn client(
     identity: Option<&Identity>,
     http1_only: bool,
 ) -> reqwest::blocking::Client {
+    client_from(pki, identity, http1_only, None)
+}
+
+/// Like [`client`], with connections made from this local address (e.g. `127.0.0.3`), so one
+/// machine can play trusted and untrusted callers.
+pub fn client_from(
+    pki: &Pki,
+    identity: Option<&Identity>,
+    http1_only: bool,
+    local_address: Option<std::net::IpAddr>,
+) -> reqwest::blocking::Client {
     let mut builder = reqwest::blocking::Client::builder()
+        .local_address(local_address)
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.cert_pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(10));

@@ -241,6 +241,7 @@ fn behind_proxy_config_runs_natively() {
         plugin_config,
         clusters: vec![("upstream", upstream.port)],
         pki_dir: pki.dir.path(),
+        listener_plugin_configs: vec![],
     };
     let (envoy, shipped_config) = match Envoy::try_start(&setup(None)) {
         Ok(envoy) => (envoy, true),

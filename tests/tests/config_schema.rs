@@ -57,7 +57,24 @@ fn every_shipped_config_validates_and_parses() {
 /// A sample valid value for every key the schema allows, with what the key needs beside it.
 fn samples() -> Vec<(&'static str, Value)> {
     let proxies = json!({"cidrs": ["10.0.0.0/8"]});
+    let ca = certbound_e2e::Pki::new().ca.cert_pem;
     let mut samples = vec![
+        ("audit_header", json!({"audit_header": "x-would-deny"})),
+        (
+            "exempt_paths",
+            json!({"exempt_paths": ["/healthz", "/.well-known/*"]}),
+        ),
+        (
+            "forward_thumbprint_header",
+            json!({"forward_thumbprint_header": "x-client-cert-thumbprint"}),
+        ),
+        ("filter_state", json!({"filter_state": true})),
+        ("route_overrides", json!({"route_overrides": true})),
+        ("max_token_bytes", json!({"max_token_bytes": 8192})),
+        (
+            "max_certificate_header_bytes",
+            json!({"max_certificate_header_bytes": 4096}),
+        ),
         ("mode", json!({"mode": "audit"})),
         ("require_bound_token", json!({"require_bound_token": true})),
         ("cnf_encoding", json!({"cnf_encoding": "hex"})),
@@ -67,7 +84,8 @@ fn samples() -> Vec<(&'static str, Value)> {
         ),
         (
             "trusted_proxies",
-            json!({"trusted_proxies": {"cidrs": ["192.0.2.0/24"],
+            json!({"certificate_header": "x-forwarded-client-cert",
+                   "trusted_proxies": {"cidrs": ["192.0.2.0/24"],
                    "peer_identities": ["spiffe://cluster.local/ns/a/sa/b"], "any": false}}),
         ),
         ("xfcc_element", json!({"xfcc_element": "first"})),
@@ -77,7 +95,8 @@ fn samples() -> Vec<(&'static str, Value)> {
         ),
         (
             "forwarded_certificate_ca",
-            json!({"forwarded_certificate_ca": "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"}),
+            json!({"certificate_header": "x-client-cert", "trusted_proxies": proxies,
+                   "forwarded_certificate_ca": ca}),
         ),
         ("claims_source", json!({"claims_source": "header"})),
         (

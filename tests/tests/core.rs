@@ -17,6 +17,7 @@ fn start(plugin_config: &str) -> Rig {
         plugin_config: Some(plugin_config),
         clusters: vec![("upstream", upstream.port)],
         pki_dir: pki.dir.path(),
+        listener_plugin_configs: vec![],
     });
     Rig {
         pki,
@@ -419,6 +420,7 @@ fn invalid_configuration_is_refused_by_envoy() {
             plugin_config: Some(config),
             clusters: vec![("upstream", upstream.port)],
             pki_dir: pki.dir.path(),
+            listener_plugin_configs: vec![],
         });
         let log = match started {
             Ok(_) => panic!("Envoy started with configuration {config}"),

@@ -12,6 +12,7 @@ fn start(pki: &Pki, upstream: &Upstream, plugin_config: Option<&str>) -> Envoy {
         plugin_config,
         clusters: vec![("upstream", upstream.port)],
         pki_dir: pki.dir.path(),
+        listener_plugin_configs: vec![],
     })
 }
 
