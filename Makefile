@@ -40,6 +40,11 @@ build: toolchain ## Build build/certbound.wasm
 	cp target/$(WASM_TARGET)/release/certbound.wasm $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 
+.PHONY: cli
+cli: ## Build the certbound CLI (target/release/certbound)
+	cargo build --release -p certbound-cli
+	@echo "built target/release/certbound"
+
 .PHONY: certs
 certs: ## Create the demo CA, certificates and tokens in build/demo
 	bash scripts/demo-pki.sh $(DEMO_DIR)
