@@ -10,7 +10,7 @@ days=30
 mkdir -p "$out"
 cd "$out"
 
-if [ -f ca.crt ] && [ -f token-a.jwt ] && [ -f edge.crt ] && openssl x509 -in ca.crt -noout -checkend 86400 >/dev/null; then
+if [ -f ca.crt ] && [ -f token-a.jwt ] && [ -f edge.crt ] && [ -f jwks.json ] && openssl x509 -in ca.crt -noout -checkend 86400 >/dev/null; then
   exit 0
 fi
 echo "creating demo certificates and tokens in $out"
@@ -65,6 +65,16 @@ claims() {
   printf '{"iss":"https://issuer.certbound.demo","sub":"%s","aud":"certbound-demo","iat":%s,"exp":%s%s}' \
     "$1" "$now" "$((now + days * 86400))" "$2"
 }
+
+# The issuer's public key as a JWKS, for jwt_authn (envoy/jwt-authn.yaml).
+modulus=$(openssl rsa -in issuer.key -noout -modulus 2>/dev/null | cut -d= -f2)
+python3 - "$modulus" > jwks.json <<'PY'
+import base64, json, sys
+n = bytes.fromhex(sys.argv[1])
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "RSA", "kid": "demo", "alg": "RS256", "use": "sig",
+                            "n": b64(n), "e": b64((65537).to_bytes(3, "big"))}]}))
+PY
 
 thumbprint client-a.crt > client-a.x5t
 jwt "$(claims client-a ",\"cnf\":{\"x5t#S256\":\"$(cat client-a.x5t)\"}")" > token-a.jwt

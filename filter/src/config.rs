@@ -19,6 +19,18 @@ pub enum Mode {
     Audit,
 }
 
+/// Where the token's claims come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimsSource {
+    /// Decode the payload of the token in the Authorization header.
+    #[default]
+    Header,
+    /// Read the payload that Envoy's jwt_authn filter verified and stored in dynamic metadata
+    /// (`payload_in_metadata`), so certbound judges exactly the claims whose signature was checked.
+    JwtAuthn,
+}
+
 /// The validated configuration. Every field has a default, so an empty configuration is valid.
 /// Values are validated while they are deserialised, so an error names its key.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +53,10 @@ pub struct Config {
     pub filter_state: bool,
     /// Read per-route overrides from the route's metadata (`filter_metadata.certbound`).
     pub route_overrides: bool,
+    pub claims_source: ClaimsSource,
+    /// The `payload_in_metadata` name of the jwt_authn provider, with `claims_source: jwt_authn`.
+    #[serde(deserialize_with = "optional_nonempty")]
+    pub jwt_authn_payload_key: Option<String>,
     /// Longest bearer token judged; a longer one is denied before it is decoded.
     #[serde(deserialize_with = "size_limit")]
     pub max_token_bytes: usize,
@@ -76,6 +92,8 @@ impl Default for Config {
             forward_thumbprint_header: None,
             filter_state: false,
             route_overrides: false,
+            claims_source: ClaimsSource::Header,
+            jwt_authn_payload_key: None,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             certificate_header: None,
             certificate_header_format: HeaderFormat::Auto,
@@ -101,6 +119,14 @@ fn size_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
             "{limit} is not between 1 and {MAX_HEADER_LEN}"
         ))),
     }
+}
+
+fn optional_nonempty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(Some(text))
 }
 
 fn trusted_proxies<'de, D: Deserializer<'de>>(d: D) -> Result<TrustedProxies, D::Error> {
@@ -161,6 +187,20 @@ impl Config {
         }
     }
 
+    fn check_claims_source(&self) -> Result<(), ConfigError> {
+        match (self.claims_source, &self.jwt_authn_payload_key) {
+            (ClaimsSource::JwtAuthn, None) => Err(ConfigError(
+                "`claims_source` is \"jwt_authn\" but `jwt_authn_payload_key` is not set: give the \
+                 provider's `payload_in_metadata` name"
+                    .into(),
+            )),
+            (ClaimsSource::Header, Some(_)) => Err(ConfigError(
+                "`jwt_authn_payload_key` is set but `claims_source` is not \"jwt_authn\"".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses the plugin configuration. Absent or blank means all defaults.
     pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
         let trimmed = json.trim_ascii();
@@ -184,6 +224,7 @@ impl Config {
         })?;
         deserializer.end().map_err(|e| ConfigError(e.to_string()))?;
         config.check_forwarding()?;
+        config.check_claims_source()?;
         Ok(config)
     }
 }
@@ -258,6 +299,19 @@ mod tests {
                 ["exempt_paths", "/healthz"],
             ),
             (r#"{"max_token_bytes":0}"#, ["max_token_bytes", "0"]),
+            (r#"{"claims_source":"jwt"}"#, ["claims_source", "jwt"]),
+            (
+                r#"{"claims_source":"jwt_authn"}"#,
+                ["jwt_authn_payload_key", "not set"],
+            ),
+            (
+                r#"{"jwt_authn_payload_key":"p"}"#,
+                ["jwt_authn_payload_key", "claims_source"],
+            ),
+            (
+                r#"{"claims_source":"jwt_authn","jwt_authn_payload_key":""}"#,
+                ["jwt_authn_payload_key", "empty"],
+            ),
             (r#"{"max_token_bytes":-1}"#, ["max_token_bytes", "-1"]),
             (
                 r#"{"certificate_header":"x-client-cert"}"#,

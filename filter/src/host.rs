@@ -10,7 +10,8 @@ use proxy_wasm::types::{Action, BufferType, ContextType, GrpcStatusCode, LogLeve
 use proxy_wasm::types::{MetricType, Status};
 
 use crate::certificate::HeaderFormat;
-use crate::config::{Config, Mode};
+use crate::config::{ClaimsSource, Config, Mode};
+use crate::confirmation::{self, CnfEncoding, Confirmation};
 use crate::exempt;
 use crate::policy::{self, Rules};
 use crate::route;
@@ -126,11 +127,19 @@ impl HttpContext for Check {
         };
 
         increment(metrics.checked);
-        let verdict = match request_header("authorization") {
-            Ok(authorization) => policy::decide(rules, authorization.as_deref(), || {
-                self.client_certificate(certificate_header.as_ref())
-            }),
-            Err(()) => Verdict::Deny(Denial::Internal),
+        let client_certificate = || self.client_certificate(certificate_header.as_ref());
+        let verdict = match config.claims_source {
+            ClaimsSource::Header => match request_header("authorization") {
+                Ok(authorization) => {
+                    policy::decide(rules, authorization.as_deref(), client_certificate)
+                }
+                Err(()) => Verdict::Deny(Denial::Internal),
+            },
+            ClaimsSource::JwtAuthn => policy::decide_confirmation(
+                rules,
+                self.verified_confirmation(rules.cnf_encoding),
+                client_certificate,
+            ),
         };
 
         match verdict {
@@ -224,6 +233,35 @@ impl Check {
             None => 0,
         };
         policy::forwarded_thumbprint(config, header.value.as_deref(), proxy, now)
+    }
+
+    /// The confirmation in the payload that jwt_authn verified and stored in dynamic metadata
+    /// under `jwt_authn_payload_key`. No payload is a denial: in this mode certbound judges only
+    /// claims whose signature was checked.
+    fn verified_confirmation(&self, encoding: CnfEncoding) -> Result<Option<Confirmation>, Denial> {
+        let key = self
+            .plugin
+            .config
+            .jwt_authn_payload_key
+            .as_deref()
+            .unwrap_or_default();
+        let payload = [
+            "metadata",
+            "filter_metadata",
+            "envoy.filters.http.jwt_authn",
+            key,
+        ];
+        let x5t = [&payload[..], &["cnf", "x5t#S256"]].concat();
+        if let Some(text) = property(x5t).map_err(|()| Denial::Internal)? {
+            let text = std::str::from_utf8(&text).map_err(|_| Denial::MalformedConfirmation)?;
+            return confirmation::parse_x5t_s256(text, encoding)
+                .map(|thumbprint| Some(Confirmation::X5tS256(thumbprint)))
+                .ok_or(Denial::MalformedConfirmation);
+        }
+        match property(payload.to_vec()).map_err(|()| Denial::Internal)? {
+            Some(_) => Ok(Some(Confirmation::Unbound)),
+            None => Err(Denial::NoVerifiedClaims),
+        }
     }
 
     /// Whether the downstream connection is a trusted proxy, by its source address or the

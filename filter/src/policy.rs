@@ -41,19 +41,41 @@ pub fn decide(
     }
 }
 
+/// Judges one request whose claims were read elsewhere (from jwt_authn's verified payload):
+/// `Ok(None)` means no token, otherwise the rest of the table applies as in [`decide`].
+pub fn decide_confirmation(
+    rules: Rules,
+    confirmation: Result<Option<Confirmation>, Denial>,
+    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
+) -> Verdict {
+    match confirmation.and_then(|c| judge_confirmation(rules, c, client_certificate)) {
+        Ok(verdict) => verdict,
+        Err(denial) => Verdict::Deny(denial),
+    }
+}
+
 fn judge(
     rules: Rules,
     authorization: Option<&[u8]>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Result<Verdict, Denial> {
-    let Some(token) = token::bearer(authorization)? else {
+    let confirmation = match token::bearer(authorization)? {
+        None => None,
+        Some(token) if token.len() > rules.max_token_bytes => return Err(Denial::TokenTooLarge),
+        Some(token) => Some(token::confirmation(token, rules.cnf_encoding)?),
+    };
+    judge_confirmation(rules, confirmation, client_certificate)
+}
+
+fn judge_confirmation(
+    rules: Rules,
+    confirmation: Option<Confirmation>,
+    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
+) -> Result<Verdict, Denial> {
+    let Some(confirmation) = confirmation else {
         return unbound(rules, Denial::NoToken);
     };
-    if token.len() > rules.max_token_bytes {
-        return Err(Denial::TokenTooLarge);
-    }
-
-    let Confirmation::X5tS256(bound_to) = token::confirmation(token, rules.cnf_encoding)? else {
+    let Confirmation::X5tS256(bound_to) = confirmation else {
         return unbound(rules, Denial::UnboundToken);
     };
 

@@ -32,6 +32,8 @@ pub enum Denial {
     NoClientCertificate,
     /// The token is bound to another certificate than the one presented.
     ThumbprintMismatch,
+    /// `claims_source` is `jwt_authn` but jwt_authn stored no verified payload for this request.
+    NoVerifiedClaims,
     /// The bearer token is longer than `max_token_bytes`; it was not decoded.
     TokenTooLarge,
     /// The certificate header is longer than `max_certificate_header_bytes`; it was not decoded.
@@ -46,7 +48,7 @@ pub enum Denial {
 }
 
 impl Denial {
-    pub const ALL: [Denial; 12] = [
+    pub const ALL: [Denial; 13] = [
         Denial::NoToken,
         Denial::MalformedAuthorization,
         Denial::MalformedToken,
@@ -54,6 +56,7 @@ impl Denial {
         Denial::UnboundToken,
         Denial::NoClientCertificate,
         Denial::ThumbprintMismatch,
+        Denial::NoVerifiedClaims,
         Denial::TokenTooLarge,
         Denial::CertificateHeaderTooLarge,
         Denial::MalformedCertificate,
@@ -79,6 +82,7 @@ impl Denial {
             Denial::UnboundToken => "unbound_token",
             Denial::NoClientCertificate => "no_client_certificate",
             Denial::ThumbprintMismatch => "thumbprint_mismatch",
+            Denial::NoVerifiedClaims => "no_verified_claims",
             Denial::TokenTooLarge => "token_too_large",
             Denial::CertificateHeaderTooLarge => "certificate_header_too_large",
             Denial::MalformedCertificate => "malformed_certificate",
@@ -124,6 +128,7 @@ impl Denial {
             Denial::ThumbprintMismatch => {
                 "the access token is bound to a different client certificate"
             }
+            Denial::NoVerifiedClaims => "no verified access token claims for this request",
             Denial::TokenTooLarge => "the access token is longer than this server accepts",
             Denial::CertificateHeaderTooLarge => {
                 "the forwarded client certificate is longer than this server accepts"

@@ -304,45 +304,16 @@ pub fn config_validator() -> jsonschema::Validator {
     jsonschema::draft202012::new(&config_schema()).unwrap()
 }
 
-/// Configuration keys in certbound's contract that this build's `Config::parse` does not know
-/// yet (they arrive with the forwarded-certificate and jwt_authn work). A configuration that uses
-/// them is reported as pending rather than accepted; `pending_keys_are_still_refused` fails once
-/// the parser accepts one, so this list shrinks to nothing instead of hiding a regression.
-pub const NOT_YET_PARSED: &[&str] = &["claims_source", "jwt_authn_payload_key"];
-
 /// What certbound's parser says about a configuration.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     Accepted,
-    /// Refused only because it uses a key in [`NOT_YET_PARSED`].
-    Pending(String),
     Refused(String),
 }
 
 pub fn parse_with_certbound(json: &Value) -> Parsed {
-    let message = match certbound::config::Config::parse(json.to_string().as_bytes()) {
-        Ok(_) => return Parsed::Accepted,
-        Err(error) => error.0,
-    };
-    let refused_a_pending_key = NOT_YET_PARSED
-        .iter()
-        .any(|key| message.contains(&format!("unknown field `{key}`")));
-    if !refused_a_pending_key {
-        return Parsed::Refused(message);
-    }
-
-    // Whatever is left without the pending keys must be accepted as it is.
-    let mut rest = json.clone();
-    let mut pending = Vec::new();
-    if let Some(object) = rest.as_object_mut() {
-        for key in NOT_YET_PARSED {
-            if object.remove(*key).is_some() {
-                pending.push(*key);
-            }
-        }
-    }
-    match certbound::config::Config::parse(rest.to_string().as_bytes()) {
-        Ok(_) => Parsed::Pending(pending.join(", ")),
+    match certbound::config::Config::parse(json.to_string().as_bytes()) {
+        Ok(_) => Parsed::Accepted,
         Err(error) => Parsed::Refused(error.0),
     }
 }

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use certbound_e2e::shipped::{plugin_configs_in_bootstrap, yaml_documents, NOT_YET_PARSED};
+use certbound_e2e::shipped::{plugin_configs_in_bootstrap, yaml_documents};
 use certbound_e2e::{envoy_bin, get, jwt, repo_root, Envoy, Pki, Setup, Upstream};
 use serde_json::{json, Value};
 
@@ -159,18 +159,7 @@ fn compose_envoy_configs_pass_envoy_validate() {
             .unwrap();
         let log = String::from_utf8_lossy(&output.stderr).to_string()
             + &String::from_utf8_lossy(&output.stdout);
-        if output.status.success() {
-            continue;
-        }
-        let pending = NOT_YET_PARSED
-            .iter()
-            .find(|key| log.contains(&format!("invalid configuration: `{key}`: unknown field")));
-        match pending {
-            // Not a pass: reported, and the config still runs natively below with a plugin
-            // configuration this certbound parses.
-            Some(key) => eprintln!("PENDING: {config}: certbound does not parse `{key}` yet"),
-            None => panic!("{config} is not valid:\n{log}"),
-        }
+        assert!(output.status.success(), "{config} is not valid:\n{log}");
     }
 }
 
@@ -229,9 +218,8 @@ fn nginx_and_certbound_agree_on_header_and_trust() {
     );
 }
 
-/// The behind-proxy config itself (not a copy) on real Envoy. Its own plugin configuration is
-/// used when this certbound parses it; until then one that it parses stands in, and that is
-/// reported as pending.
+/// The behind-proxy config itself (not a copy) on real Envoy, with its own plugin configuration
+/// (tests/tests/forwarded.rs runs it behind real proxies).
 #[test]
 fn behind_proxy_config_runs_natively() {
     let pki = Pki::new();
@@ -243,20 +231,7 @@ fn behind_proxy_config_runs_natively() {
         pki_dir: pki.dir.path(),
         listener_plugin_configs: vec![],
     };
-    let (envoy, shipped_config) = match Envoy::try_start(&setup(None)) {
-        Ok(envoy) => (envoy, true),
-        Err(log) => {
-            let pending = NOT_YET_PARSED
-                .iter()
-                .any(|key| log.contains(&format!("`{key}`: unknown field")));
-            assert!(pending, "Envoy did not start:\n{log}");
-            eprintln!(
-                "PENDING: envoy/envoy-behind-proxy.yaml runs with {{\"mode\": \"enforce\"}} in \
-                 place of its certbound configuration, which this certbound does not parse yet"
-            );
-            (Envoy::start(&setup(Some(r#"{"mode": "enforce"}"#))), false)
-        }
-    };
+    let envoy = Envoy::start(&setup(None));
     let client = reqwest::blocking::Client::new();
     let url = format!("http://127.0.0.1:{}/orders/42", envoy.port("http"));
 
@@ -291,9 +266,5 @@ fn behind_proxy_config_runs_natively() {
     assert_eq!(reply.status, 401, "{}", reply.body);
     assert_eq!(upstream.count(), 1, "reached the upstream");
     let line = envoy.certbound_log().pop().unwrap_or_default();
-    if shipped_config {
-        assert!(!line.contains("thumbprint_mismatch"), "{line}");
-    } else {
-        assert!(line.contains("no_client_certificate"), "{line}");
-    }
+    assert!(line.contains("no_client_certificate"), "{line}");
 }

@@ -11,7 +11,6 @@
 
 use certbound_e2e::shipped::{
     all_plugin_configs, config_schema, config_validator, parse_with_certbound, Parsed,
-    NOT_YET_PARSED,
 };
 use serde_json::{json, Value};
 
@@ -28,7 +27,6 @@ fn every_shipped_config_validates_and_parses() {
     assert!(configs.len() >= 5, "too few configs found: {configs:#?}");
 
     let mut failures = Vec::new();
-    let mut pending = Vec::new();
     for config in &configs {
         let errors = schema_errors(&config.json);
         if !errors.is_empty() {
@@ -36,20 +34,10 @@ fn every_shipped_config_validates_and_parses() {
         }
         match parse_with_certbound(&config.json) {
             Parsed::Accepted => {}
-            Parsed::Pending(keys) => pending.push(format!("{} ({keys})", config.origin)),
             Parsed::Refused(message) => {
                 failures.push(format!("{}: certbound: {message}", config.origin))
             }
         }
-    }
-    if !pending.is_empty() {
-        // Not a pass: these configurations use keys this certbound does not parse yet.
-        eprintln!(
-            "PENDING: {} of {} shipped configs use keys certbound does not parse yet:\n  {}",
-            pending.len(),
-            configs.len(),
-            pending.join("\n  ")
-        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -139,7 +127,6 @@ fn schema_and_parser_agree_on_every_key() {
         );
     }
 
-    let mut pending = Vec::new();
     for (key, sample) in &samples {
         assert!(
             keys.contains(key),
@@ -149,17 +136,9 @@ fn schema_and_parser_agree_on_every_key() {
         assert!(errors.is_empty(), "schema refuses {sample}: {errors:?}");
         match parse_with_certbound(sample) {
             Parsed::Accepted => {}
-            Parsed::Pending(keys) => pending.push(format!("{sample} ({keys})")),
             Parsed::Refused(message) => panic!("certbound refuses {sample}: {message}"),
         }
     }
-    if !pending.is_empty() {
-        eprintln!(
-            "PENDING: certbound does not parse these schema-valid samples yet:\n  {}",
-            pending.join("\n  ")
-        );
-    }
-
     // Every key the parser knows is in the schema: the parser lists them when it refuses one.
     let message = match certbound::config::Config::parse(br#"{"no_such_key": 1}"#) {
         Err(error) => error.0,
@@ -220,23 +199,6 @@ fn schema_and_parser_refuse_the_same_mistakes() {
             parse_with_certbound(&config),
             Parsed::Accepted,
             "certbound accepts {config}"
-        );
-    }
-}
-
-/// Keeps NOT_YET_PARSED honest: once certbound parses a key, it must leave the list, so that
-/// configurations using it are really checked by the parser.
-#[test]
-fn pending_keys_are_still_refused() {
-    for key in NOT_YET_PARSED {
-        let config = format!(r#"{{"{key}": null}}"#);
-        let message = match certbound::config::Config::parse(config.as_bytes()) {
-            Err(error) => error.0,
-            Ok(_) => String::new(),
-        };
-        assert!(
-            message.contains("unknown field"),
-            "certbound parses `{key}` now: remove it from NOT_YET_PARSED in tests/src/shipped.rs"
         );
     }
 }
