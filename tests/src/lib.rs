@@ -491,12 +491,7 @@ fn rewrite_config(setup: &Setup<'_>) -> Value {
         setup.config
     );
     for (name, plugin_config) in &setup.listener_plugin_configs {
-        let listener = config["static_resources"]["listeners"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|l| l["name"] == *name)
-            .unwrap_or_else(|| panic!("{} has no listener {name}", setup.config));
+        let listener = named(&mut config, "listeners", name, setup.config);
         walk(listener, &mut |object| {
             if object.contains_key("vm_config") {
                 object["configuration"]["value"] = Value::String((*plugin_config).into());
@@ -513,12 +508,7 @@ fn rewrite_config(setup: &Setup<'_>) -> Value {
         listener["address"]["socket_address"] = loopback(0);
     }
     for (name, port) in &setup.clusters {
-        let cluster = config["static_resources"]["clusters"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|c| c["name"] == *name)
-            .unwrap_or_else(|| panic!("{} has no cluster {name}", setup.config));
+        let cluster = named(&mut config, "clusters", name, setup.config);
         let endpoints = cluster["load_assignment"]["endpoints"]
             .as_array_mut()
             .unwrap();
@@ -529,6 +519,29 @@ fn rewrite_config(setup: &Setup<'_>) -> Value {
         }
     }
     config
+}
+
+/// The listener or cluster (`kind`) of this name in `static_resources`.
+fn named<'a>(config: &'a mut Value, kind: &str, name: &str, file: &str) -> &'a mut Value {
+    config["static_resources"][kind]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("{file} has no {kind} entry named {name}"))
+}
+
+/// A PEM as nginx's `$ssl_client_escaped_cert` sends it: everything but RFC 3986 unreserved
+/// characters percent-encoded.
+pub fn url_encoded(pem: &str) -> String {
+    pem.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn walk(value: &mut Value, visit: &mut impl FnMut(&mut serde_json::Map<String, Value>)) {

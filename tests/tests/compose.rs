@@ -243,18 +243,7 @@ fn behind_proxy_config_runs_natively() {
     // A bound token with its certificate in x-client-cert, but from 127.0.0.1, which is not the
     // trusted proxy: the header must not count.
     let bound = format!("Bearer {}", pki.client_a.bound_token());
-    let escaped: String = pki
-        .client_a
-        .cert_pem
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let escaped = certbound_e2e::url_encoded(&pki.client_a.cert_pem);
     let reply = get(
         &client,
         &url,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use certbound_e2e::{
-    client_from, get, jwt, repo_root, Envoy, Identity, Pki, Reply, Setup, Upstream,
+    client_from, get, jwt, repo_root, url_encoded, Envoy, Identity, Pki, Reply, Setup, Upstream,
 };
 use serde_json::json;
 
@@ -37,19 +37,6 @@ fn behind_proxy(pki: &Pki, upstream: &Upstream, http_plugin_config: Option<&str>
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-/// nginx's `$ssl_client_escaped_cert`: the PEM with everything but unreserved characters
-/// percent-encoded.
-fn url_encoded(pem: &str) -> String {
-    pem.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn expect_denial(reply: &Reply, envoy: &Envoy, reason: &str, row: &str) {
