@@ -179,6 +179,15 @@ fn a_vm_that_fails_at_run_time_lets_nothing_through_when_failing_closed() {
     assert_eq!(reached, 0, "the upstream was reached through a failed VM");
 }
 
+/// FAIL_RELOAD starts a new VM for later requests; a VM that fails again fails them too.
+#[test]
+fn a_vm_that_fails_again_after_reload_lets_nothing_through() {
+    let (statuses, reached) = requests_through_a_trapping_vm("FAIL_RELOAD");
+    println!("FAIL_RELOAD statuses: {statuses:?}");
+    assert!(statuses.iter().all(|&s| s != 200), "{statuses:?}");
+    assert_eq!(reached, 0);
+}
+
 /// The control: the same module with FAIL_OPEN lets requests through, so the module really
 /// loads and fails at request time (rather than being refused at load, which would make the
 /// closed case pass for the wrong reason).
