@@ -14,6 +14,8 @@ OCI_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml)
 # Envoy bootstrap configs: every YAML under envoy/ with top-level static_resources (Kubernetes
 # manifests in envoy/istio and envoy/gateway have none and are checked by tests/tests/manifests.rs).
 CONFIGS := $(shell grep -rlE '^static_resources:' envoy --include='*.yaml' | sort)
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 60
 
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 export CERTBOUND_WASM := $(CURDIR)/$(WASM)
@@ -78,7 +80,28 @@ lint: toolchain ## rustfmt check, and clippy with warnings denied (native and wa
 test: lint validate ## Lint, validate the configs, run unit and end-to-end tests on real Envoy
 	cargo test --workspace
 
+.PHONY: fuzz-tools
+fuzz-tools: ## Install cargo-fuzz (crates.io) if it is missing; fuzzing uses the nightly toolchain
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+.PHONY: fuzz
+fuzz: fuzz-tools ## Run every fuzz target for FUZZ_SECONDS each (default 60); prints executions
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+.PHONY: fuzz-ci
+fuzz-ci: fuzz-tools ## Every fuzz target for CI's fixed budget of 10 s each
+	FUZZ_SECONDS=10 bash fuzz/run.sh
+
+.PHONY: soak
+soak: build envoy ## Load real Envoy for SOAK_SECONDS (default 60): zero misjudged, memory flat
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test -p certbound-e2e --test soak -- --ignored --nocapture
+
+.PHONY: soak-ci
+soak-ci: build envoy ## The soak test for CI's fixed budget of 10 s
+	SOAK_SECONDS=10 cargo test -p certbound-e2e --test soak -- --ignored --nocapture
+
 .PHONY: clean
-clean: ## Remove build output (keeps the Envoy venv)
+clean: ## Remove build output (keeps the Envoy venv and the fuzz corpus)
 	cargo clean
-	rm -rf build
+	rm -rf build fuzz/target

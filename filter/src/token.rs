@@ -82,8 +82,11 @@ pub fn confirmation(token: &[u8], encoding: CnfEncoding) -> Result<Confirmation,
     if !starts_object(&payload) {
         return Err(Denial::MalformedToken);
     }
-    let claims: Claims<'_> =
-        serde_json::from_slice(&payload).map_err(|_| Denial::MalformedToken)?;
+    // RFC 8259 §8.1: JSON text is UTF-8. serde_json skips the members it ignores without
+    // checking their bytes, so without this a payload that a strict parser in front refuses
+    // (jwt_authn) could still be read here.
+    let payload = std::str::from_utf8(&payload).map_err(|_| Denial::MalformedToken)?;
+    let claims: Claims<'_> = serde_json::from_str(payload).map_err(|_| Denial::MalformedToken)?;
 
     let Some(cnf) = claims.cnf else {
         return Ok(Confirmation::Unbound);
@@ -230,6 +233,14 @@ mod tests {
             (jwt(r#"{"cnf":{}} trailing"#), Err(Denial::MalformedToken)),
             (jwt(r#"{"cnf":{},"cnf":{}}"#), Err(Denial::MalformedToken)),
             ("eyJ9.eyJ9=.c2ln".into(), Err(Denial::MalformedToken)),
+            // Not UTF-8 inside a claim certbound does not read: still not JSON text.
+            (
+                format!(
+                    "e30.{}.c2ln",
+                    URL_SAFE_NO_PAD.encode(b"{\"sub\":\"\xff\xfe\",\"cnf\":{}}")
+                ),
+                Err(Denial::MalformedToken),
+            ),
             // Confirmation present but not a well-formed thumbprint.
             (jwt(r#"{"cnf":null}"#), Err(Denial::MalformedConfirmation)),
             (jwt(r#"{"cnf":"abc"}"#), Err(Denial::MalformedConfirmation)),

@@ -342,8 +342,14 @@ impl Envoy {
 
     /// Starts Envoy; `Err` carries Envoy's log when it exits or does not get ready.
     pub fn try_start(setup: &Setup<'_>) -> Result<Self, String> {
+        Self::try_start_with_module(setup, &wasm_path())
+    }
+
+    /// Like [`Envoy::try_start`], with another wasm module in place of certbound.wasm (a test
+    /// module that fails on purpose).
+    pub fn try_start_with_module(setup: &Setup<'_>, wasm: &Path) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
-        let config = rewrite_config(setup);
+        let config = rewrite_config(setup, wasm);
         let config_path = dir.path().join("envoy.json");
         fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let admin_path = dir.path().join("admin-address");
@@ -412,6 +418,11 @@ impl Envoy {
         format!("https://127.0.0.1:{}", self.port(listener))
     }
 
+    /// The Envoy process id, e.g. to read its memory from `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn port(&self, listener: &str) -> u16 {
         *self
             .listeners
@@ -463,10 +474,9 @@ impl Drop for Envoy {
 }
 
 /// Reads a shipped config and rewrites what a test must change (see the module documentation).
-fn rewrite_config(setup: &Setup<'_>) -> Value {
+fn rewrite_config(setup: &Setup<'_>, wasm: &Path) -> Value {
     let text = fs::read_to_string(repo_root().join(setup.config)).unwrap();
     let mut config: Value = serde_yaml_ng::from_str(&text).unwrap();
-    let wasm = wasm_path();
     let mut plugins = 0;
     walk(&mut config, &mut |object| {
         if let Some(Value::String(file)) = object.get_mut("filename") {

@@ -1,0 +1,66 @@
+//! The Authorization header and the token payload: `token::bearer`, then `token::confirmation`.
+//!
+//! The input is read twice: as an Authorization header value, and as the JSON payload of a JWS.
+//! Properties: an extracted token is an RFC 6750 `b64token` taken from the header; a token that
+//! certbound reads as bound is a JSON object whose `cnf.x5t#S256` a plain JSON parser reads as
+//! the same thumbprint (no parser differential on what the binding is).
+#![no_main]
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use certbound::confirmation::{parse_x5t_s256, CnfEncoding, Confirmation};
+use certbound::token;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+const ENCODINGS: [CnfEncoding; 3] = [CnfEncoding::Auto, CnfEncoding::Base64url, CnfEncoding::Hex];
+
+fuzz_target!(|data: &[u8]| {
+    header(data);
+    payload(data);
+});
+
+fn header(value: &[u8]) {
+    let Ok(Some(token)) = token::bearer(Some(value)) else {
+        return;
+    };
+    assert!(!token.is_empty());
+    assert!(token
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)));
+    assert!(
+        value.windows(token.len()).any(|w| w == token),
+        "the token comes from the header"
+    );
+    for encoding in ENCODINGS {
+        let _ = token::confirmation(token, encoding);
+    }
+}
+
+fn payload(payload: &[u8]) {
+    let jws = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload));
+    let plain: Option<Value> = serde_json::from_slice(payload).ok();
+    for encoding in ENCODINGS {
+        let verdict = token::confirmation(jws.as_bytes(), encoding);
+        if let Ok(Confirmation::X5tS256(thumbprint)) = verdict {
+            let text = plain
+                .as_ref()
+                .and_then(|v| v.get("cnf"))
+                .and_then(|cnf| cnf.get("x5t#S256"))
+                .and_then(Value::as_str)
+                .expect("a bound token is a JSON object with a string cnf.x5t#S256");
+            assert_eq!(parse_x5t_s256(text, encoding), Some(thumbprint));
+        }
+        if let Some(Value::Object(claims)) = &plain {
+            if !claims.contains_key("cnf") {
+                assert_eq!(verdict, Ok(Confirmation::Unbound), "no cnf is unbound");
+            }
+        }
+        if !matches!(plain, Some(Value::Object(_))) {
+            assert!(
+                verdict.is_err(),
+                "a payload that is not a JSON object is malformed"
+            );
+        }
+    }
+}
