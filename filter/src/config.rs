@@ -107,6 +107,9 @@ impl Default for Config {
 }
 
 pub const DEFAULT_AUDIT_HEADER: &str = "x-certbound-audit";
+
+/// Request headers certbound reads to judge a request.
+const READ_HEADERS: [&str; 2] = ["authorization", "content-type"];
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_CERTIFICATE_HEADER_BYTES: usize = 32 * 1024;
 
@@ -187,6 +190,36 @@ impl Config {
         }
     }
 
+    /// Headers certbound writes are removed from the client's request first, so one of them
+    /// named like a header certbound reads would erase what it is about to judge.
+    fn check_header_names(&self) -> Result<(), ConfigError> {
+        let named = [
+            ("certificate_header", self.certificate_header.as_deref()),
+            (
+                "forward_thumbprint_header",
+                self.forward_thumbprint_header.as_deref(),
+            ),
+            ("audit_header", self.audit_header.as_deref()),
+        ];
+        let named: Vec<(&str, &str)> = named
+            .into_iter()
+            .filter_map(|(key, name)| Some((key, name?)))
+            .collect();
+        for (position, (key, name)) in named.iter().enumerate() {
+            if READ_HEADERS.contains(name) {
+                return Err(ConfigError(format!(
+                    "`{key}`: {name:?} is a header certbound reads; choose another name"
+                )));
+            }
+            if let Some((other, _)) = named.iter().skip(position + 1).find(|(_, n)| n == name) {
+                return Err(ConfigError(format!(
+                    "`{key}` and `{other}` are both {name:?}; they must differ"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn check_claims_source(&self) -> Result<(), ConfigError> {
         match (self.claims_source, &self.jwt_authn_payload_key) {
             (ClaimsSource::JwtAuthn, None) => Err(ConfigError(
@@ -225,6 +258,7 @@ impl Config {
         deserializer.end().map_err(|e| ConfigError(e.to_string()))?;
         config.check_forwarding()?;
         config.check_claims_source()?;
+        config.check_header_names()?;
         Ok(config)
     }
 }
@@ -300,6 +334,26 @@ mod tests {
             ),
             (r#"{"max_token_bytes":0}"#, ["max_token_bytes", "0"]),
             (r#"{"claims_source":"jwt"}"#, ["claims_source", "jwt"]),
+            (
+                r#"{"forward_thumbprint_header":"authorization"}"#,
+                ["forward_thumbprint_header", "reads"],
+            ),
+            (
+                r#"{"audit_header":"authorization"}"#,
+                ["audit_header", "authorization"],
+            ),
+            (
+                r#"{"certificate_header":"authorization","trusted_proxies":{"any":true}}"#,
+                ["certificate_header", "authorization"],
+            ),
+            (
+                r#"{"certificate_header":"x-c","trusted_proxies":{"any":true},"forward_thumbprint_header":"x-c"}"#,
+                ["certificate_header", "forward_thumbprint_header"],
+            ),
+            (
+                r#"{"audit_header":"x-t","forward_thumbprint_header":"x-t"}"#,
+                ["forward_thumbprint_header", "audit_header"],
+            ),
             (
                 r#"{"claims_source":"jwt_authn"}"#,
                 ["jwt_authn_payload_key", "not set"],

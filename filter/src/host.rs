@@ -13,6 +13,7 @@ use crate::certificate::HeaderFormat;
 use crate::config::{ClaimsSource, Config, Mode};
 use crate::confirmation::{self, CnfEncoding, Confirmation};
 use crate::exempt;
+use crate::pairs;
 use crate::policy::{self, Rules};
 use crate::route;
 use crate::thumbprint::Thumbprint;
@@ -69,8 +70,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Without a configuration there is no plugin to run: Envoy then fails the request
-        // rather than passing it unchecked.
+        // on_configure refused the configuration, so Envoy refused the plugin and never asks.
         let plugin = Rc::clone(self.plugin.as_ref()?);
         Some(Box::new(Check { context_id, plugin }))
     }
@@ -164,6 +164,8 @@ impl HttpContext for Check {
                 self.publish("unbound", None);
                 Action::Continue
             }
+            // certbound could not check: that denies in audit mode too.
+            Verdict::Deny(Denial::Internal) => self.deny(Denial::Internal),
             Verdict::Deny(denial) if mode == Mode::Audit => {
                 increment(metrics.would_deny(denial));
                 self.publish(&format!("would_deny:{}", denial.name()), None);
@@ -258,9 +260,27 @@ impl Check {
                 .map(|thumbprint| Some(Confirmation::X5tS256(thumbprint)))
                 .ok_or(Denial::MalformedConfirmation);
         }
-        match property(payload.to_vec()).map_err(|()| Denial::Internal)? {
-            Some(_) => Ok(Some(Confirmation::Unbound)),
-            None => Err(Denial::NoVerifiedClaims),
+        // No x5t#S256. Without a payload there is nothing verified to judge. A payload without
+        // cnf is unbound, and so is one whose cnf is a map (another confirmation method). A cnf
+        // that is anything else is malformed, as when certbound decodes the token itself.
+        let Some(claims) = property(payload.to_vec()).map_err(|()| Denial::Internal)? else {
+            return Err(Denial::NoVerifiedClaims);
+        };
+        let claims = pairs::parse(&claims).ok_or(Denial::MalformedToken)?;
+        if !claims.iter().any(|(name, _)| *name == b"cnf") {
+            return Ok(Some(Confirmation::Unbound));
+        }
+        let cnf = [&payload[..], &["cnf"]].concat();
+        // Envoy also renders a list as pairs (`["x5t#S256"]` as {"x5t#S256": ""}), so a cnf that
+        // names x5t#S256 where the lookup above found no string is malformed too.
+        let cnf = property(cnf)
+            .map_err(|()| Denial::Internal)?
+            .unwrap_or_default();
+        match pairs::parse(&cnf) {
+            Some(members) if !members.iter().any(|(name, _)| *name == b"x5t#S256") => {
+                Ok(Some(Confirmation::Unbound))
+            }
+            _ => Err(Denial::MalformedConfirmation),
         }
     }
 
@@ -400,7 +420,7 @@ struct CertificateHeader {
 
 fn property(path: Vec<&str>) -> Result<Option<Vec<u8>>, ()> {
     hostcalls::get_property(path).map_err(|status| {
-        warn!("certbound: cannot read a connection property: {status:?}");
+        warn!("certbound: cannot read a property from Envoy: {status:?}");
     })
 }
 
@@ -433,8 +453,8 @@ fn request_header(name: &str) -> Result<Option<Vec<u8>>, ()> {
 }
 
 /// The thumbprint of the certificate the client presented on this TLS connection, as Envoy
-/// computed it after verifying the chain. `None` on a plaintext connection or without a client
-/// certificate.
+/// computed it (after verifying it against the listener's validation context, when one is set).
+/// `None` on a plaintext connection or without a client certificate.
 fn peer_certificate() -> Result<Option<Thumbprint>, Denial> {
     let digest = hostcalls::get_property(vec!["connection", "sha256_peer_certificate_digest"])
         .map_err(|status| {

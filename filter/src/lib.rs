@@ -10,6 +10,7 @@ pub mod certificate;
 pub mod config;
 pub mod confirmation;
 pub mod exempt;
+pub mod pairs;
 pub mod policy;
 pub mod route;
 pub mod thumbprint;

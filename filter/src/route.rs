@@ -9,12 +9,12 @@
 //!       certbound: { mode: "off" }
 //! ```
 //!
-//! Envoy hands the struct to the filter as a proxy-wasm pairs map: a little-endian u32 count,
-//! then a u32 key length and a u32 value length per pair, then each key and value followed by a
-//! NUL byte. Strings arrive as their bytes, booleans as one byte. Anything unexpected is an error,
-//! and the request is denied: a route whose policy cannot be read is not run with a guess.
+//! Envoy hands the struct to the filter as a proxy-wasm pairs map ([`crate::pairs`]): strings
+//! arrive as their bytes, booleans as one byte. Anything unexpected is an error, and the request
+//! is denied: a route whose policy cannot be read is not run with a guess.
 
 use crate::config::Mode;
+use crate::pairs;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RoutePolicy {
@@ -26,7 +26,7 @@ pub struct RoutePolicy {
 /// Parses the serialised `filter_metadata.certbound` struct.
 pub fn parse(serialized: &[u8]) -> Result<RoutePolicy, String> {
     let mut policy = RoutePolicy::default();
-    for (key, value) in pairs(serialized).ok_or("route metadata is not a map")? {
+    for (key, value) in pairs::parse(serialized).ok_or("route metadata is not a map")? {
         match key {
             b"mode" => {
                 policy.mode = Some(match value {
@@ -60,36 +60,6 @@ pub fn parse(serialized: &[u8]) -> Result<RoutePolicy, String> {
         }
     }
     Ok(policy)
-}
-
-fn pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    let (count, mut rest) = u32_at(bytes)?;
-    let mut sizes = Vec::new();
-    for _ in 0..count {
-        let (key, after) = u32_at(rest)?;
-        let (value, after) = u32_at(after)?;
-        sizes.push((key as usize, value as usize));
-        rest = after;
-    }
-    let mut pairs = Vec::with_capacity(sizes.len());
-    for (key_len, value_len) in sizes {
-        let (key, after) = take_terminated(rest, key_len)?;
-        let (value, after) = take_terminated(after, value_len)?;
-        pairs.push((key, value));
-        rest = after;
-    }
-    rest.is_empty().then_some(pairs)
-}
-
-fn u32_at(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let (head, rest) = bytes.split_first_chunk::<4>()?;
-    Some((u32::from_le_bytes(*head), rest))
-}
-
-fn take_terminated(bytes: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
-    let (item, rest) = bytes.split_at_checked(len)?;
-    let (nul, rest) = rest.split_first()?;
-    (*nul == 0).then_some((item, rest))
 }
 
 #[cfg(test)]

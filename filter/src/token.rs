@@ -19,8 +19,10 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
         return Ok(None);
     };
     let value = value.trim_ascii();
-    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
-        Some(space) => value.split_at(space),
+    // The scheme ends at the first space or tab: many upstreams split on any whitespace, so
+    // "Bearer<TAB>token" must be judged as the Bearer credential it is to them.
+    let (scheme, rest) = match value.iter().position(|&b| is_blank(b)) {
+        Some(blank) => value.split_at(blank),
         None => (value, &b""[..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
@@ -41,13 +43,17 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
     }
 }
 
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
 /// Whether one comma-separated element of a header value starts with the Bearer scheme.
 fn names_bearer(element: &[u8]) -> bool {
     let element = element.trim_ascii_start();
     element
         .get(..6)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
-        && element.get(6).is_none_or(|&b| b == b' ')
+        && element.get(6).is_none_or(|&b| is_blank(b))
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -157,6 +163,17 @@ mod tests {
             (Some(b"Basic dXNlcjpwYXNz"), Ok(None)),
             (Some(b"DPoP abc"), Ok(None)),
             (Some(b"Bearerabc"), Ok(None)),
+            // A tab separates the scheme as well as a space does.
+            (Some(b"Bearer\tabc"), Ok(Some(b"abc"))),
+            (Some(b"Bearer \t abc"), Ok(Some(b"abc"))),
+            (
+                Some(b"Basic eDp5,Bearer\tabc"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (
+                Some(b"Basic eDp5,\tBearer abc"),
+                Err(Denial::MalformedAuthorization),
+            ),
             (Some(b""), Ok(None)),
             (Some(b"Bearer"), Err(Denial::MalformedAuthorization)),
             (Some(b"Bearer "), Err(Denial::MalformedAuthorization)),

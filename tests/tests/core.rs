@@ -165,6 +165,13 @@ fn decision_table_in_enforce_mode() {
         Some(format!("bEaReR {token_a}")),
         Want::Pass,
     );
+    // Upstreams that split on any whitespace read this as a Bearer token: so must certbound.
+    rig.expect(
+        "B with A's token after a tab",
+        Cert::B,
+        Some(format!("Bearer\t{token_a}")),
+        deny("thumbprint_mismatch"),
+    );
     rig.expect(
         "B with A's token",
         Cert::B,

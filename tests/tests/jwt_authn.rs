@@ -161,9 +161,29 @@ fn jwt_authn_and_certbound_stop_different_attacks_in_both_claim_sources() {
             line.contains(": malformed_confirmation (401)"),
             "{source}: {line}"
         );
+        // A cnf that is not an object is malformed in both sources; one with another method
+        // (DPoP's jkt) leaves the token unbound.
+        for cnf in [json!("x5t"), json!(["x5t#S256"])] {
+            let mut not_an_object = claims(None, 300);
+            not_an_object["cnf"] = cnf.clone();
+            let reply = call(&a, &issuer.sign(&not_an_object));
+            assert_eq!(reply.status, 401, "{source}: cnf {cnf}");
+            let line = envoy.certbound_log().pop().unwrap();
+            assert!(
+                line.contains(": malformed_confirmation (401)"),
+                "{source}: {cnf}: {line}"
+            );
+        }
+        let mut dpop = claims(None, 300);
+        dpop["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+        assert_eq!(
+            call(&b, &issuer.sign(&dpop)).status,
+            200,
+            "{source}: cnf with jkt only"
+        );
         assert_eq!(
             upstream.count(),
-            2 * (if source == "header" { 2 } else { 1 })
+            3 * (if source == "header" { 2 } else { 1 })
         );
     }
 }

@@ -96,6 +96,17 @@ fn shipped_config_counts_forwards_and_logs() {
         401
     );
 
+    // A path that skips the check still never passes on a header certbound owns.
+    let forged: &[(&str, &[u8])] = &[
+        ("authorization", auth),
+        ("x-client-cert-thumbprint", b"forged"),
+    ];
+    for path in ["/healthz", "/public/catalog"] {
+        assert_eq!(get(&b, &url(path), forged).status, 200, "{path}");
+        let seen = upstream.requests().pop().unwrap();
+        assert_eq!(seen.header("x-client-cert-thumbprint"), None, "{path}");
+    }
+
     // Exemptions: exact and prefix, with the query string ignored; not after normalisation.
     assert_eq!(
         get(&b, &url("/healthz?full=1"), &[("authorization", auth)]).status,
@@ -125,7 +136,7 @@ fn shipped_config_counts_forwards_and_logs() {
     assert_eq!(stat("passed.unbound"), 1);
     assert_eq!(stat("denied.thumbprint_mismatch"), 4);
     assert_eq!(stat("denied.no_client_certificate"), 1);
-    assert_eq!(stat("exempt"), 2);
+    assert_eq!(stat("exempt"), 4);
     assert_eq!(stat("audit.would_deny.thumbprint_mismatch"), 0);
     let prometheus = envoy.admin_get("/stats/prometheus").unwrap();
     assert!(
