@@ -26,10 +26,12 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
         None => (value, &b""[..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        // Envoy joins repeated headers with commas. A Bearer credential after the first element
-        // means the request carries several credentials, and an upstream might read another one
-        // than certbound did.
-        return if value.split(|&b| b == b',').skip(1).any(names_bearer) {
+        // Another scheme, unless the word "bearer" stands anywhere in the value as a word of its
+        // own: "Basic x,Bearer t" (Envoy joins repeated headers with commas), "Basic Bearer t",
+        // "Bearer:t". Other parsers find a Bearer token there (jwt_authn looks for its prefix
+        // anywhere in the value; upstreams strip "Bearer" and a separator), so certbound would
+        // judge another credential than they use.
+        return if mentions_bearer(value) {
             Err(Denial::MalformedAuthorization)
         } else {
             Ok(None)
@@ -47,13 +49,14 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// Whether one comma-separated element of a header value starts with the Bearer scheme.
-fn names_bearer(element: &[u8]) -> bool {
-    let element = element.trim_ascii_start();
-    element
-        .get(..6)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
-        && element.get(6).is_none_or(|&b| is_blank(b))
+/// Whether "bearer" (any case) occurs in the value at its start, or as a word not followed by a
+/// letter or digit. Inside a base64 credential it is neither, as good as always.
+fn mentions_bearer(value: &[u8]) -> bool {
+    const WORD: &[u8] = b"bearer";
+    value.windows(WORD.len()).enumerate().any(|(at, window)| {
+        window.eq_ignore_ascii_case(WORD)
+            && (at == 0 || value.get(at + WORD.len()).is_none_or(|b| !b.is_ascii_alphanumeric()))
+    })
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -162,7 +165,6 @@ mod tests {
             (Some(b"Bearer a+b/c=="), Ok(Some(b"a+b/c=="))),
             (Some(b"Basic dXNlcjpwYXNz"), Ok(None)),
             (Some(b"DPoP abc"), Ok(None)),
-            (Some(b"Bearerabc"), Ok(None)),
             // A tab separates the scheme as well as a space does.
             (Some(b"Bearer\tabc"), Ok(Some(b"abc"))),
             (Some(b"Bearer \t abc"), Ok(Some(b"abc"))),
@@ -205,10 +207,23 @@ mod tests {
                 Some(b"Bearer abc,Basic eDp5"),
                 Err(Denial::MalformedAuthorization),
             ),
-            // Commas inside another scheme's parameters are not a second credential.
+            // "bearer" as a word anywhere: another parser finds a Bearer token there.
+            (Some(b"Basic Bearer abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"DPoP Bearer abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Basic YTpi\tBearer abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearer:abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearer=abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearerabc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Bearer\xa0abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"NotBearer abc"), Err(Denial::MalformedAuthorization)),
+            (Some(b"Basic eDpiZWFyZXJz"), Ok(None)),
+            // Commas inside another scheme's parameters are not a second credential...
+            (Some(b"Digest username=\"a\", realm=\"b\""), Ok(None)),
+            // ...but a parameter named bearer is refused with the rest: better a 400 for a
+            // contrived value than a token certbound did not judge.
             (
-                Some(b"Digest username=\"a\", realm=\"b\", bearer=\"c\""),
-                Ok(None),
+                Some(b"Digest username=\"a\", bearer=\"c\""),
+                Err(Denial::MalformedAuthorization),
             ),
             (Some(b"Basic eDp5,Basic eDp5"), Ok(None)),
         ];
