@@ -337,9 +337,10 @@ impl Answer {
 /// Why an introspection did not produce an answer. Shown in logs; holds nothing from the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
-    /// No response: the call timed out, or the connection failed.
+    /// No response at all: the callout failed without a status.
     NoResponse,
-    /// The endpoint answered with another status than 200.
+    /// Another status than 200, from the endpoint or from Envoy on its behalf (504 when the
+    /// call ran past `timeout_ms`, 503 when it could not connect).
     Status(u32),
     TooLarge,
     /// The body is not a JSON object with a boolean `active`.
@@ -349,7 +350,7 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::NoResponse => f.write_str("no response (timeout or connection failure)"),
+            Failure::NoResponse => f.write_str("no response"),
             Failure::Status(status) => write!(f, "the endpoint answered {status}"),
             Failure::TooLarge => {
                 write!(f, "the response is longer than {MAX_RESPONSE_BYTES} bytes")
