@@ -578,11 +578,8 @@ mod tests {
                 exp: Some(NOW + 30)
             })
         );
-        let table: [(
-            Option<u32>,
-            &str,
-            Result<Result<Confirmation, Denial>, Failure>,
-        ); 12] = [
+        type Expected = Result<Result<Confirmation, Denial>, Failure>;
+        let table: [(Option<u32>, &str, Expected); 12] = [
             (
                 Some(200),
                 r#"{"active":true}"#,
