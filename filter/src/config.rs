@@ -7,6 +7,7 @@ use crate::ca::{self, CaBundle};
 use crate::certificate::{HeaderFormat, MAX_HEADER_LEN};
 use crate::confirmation::CnfEncoding;
 use crate::exempt::PathRule;
+use crate::introspection::{self, Introspection};
 use crate::trust::{TrustedProxies, TrustedProxiesConfig};
 use crate::xfcc::XfccElement;
 
@@ -79,6 +80,10 @@ pub struct Config {
     /// Longest `certificate_header` value read; a longer one is denied before it is decoded.
     #[serde(deserialize_with = "size_limit")]
     pub max_certificate_header_bytes: usize,
+
+    /// RFC 7662 introspection of tokens certbound cannot read (opaque ones). `None`: no calls.
+    #[serde(deserialize_with = "introspection::deserialize")]
+    pub introspection: Option<Introspection>,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             strip_certificate_header: true,
             forwarded_certificate_ca: None,
             max_certificate_header_bytes: DEFAULT_MAX_CERTIFICATE_HEADER_BYTES,
+            introspection: None,
         }
     }
 }
@@ -229,6 +235,11 @@ impl Config {
             )),
             (ClaimsSource::Header, Some(_)) => Err(ConfigError(
                 "`jwt_authn_payload_key` is set but `claims_source` is not \"jwt_authn\"".into(),
+            )),
+            (ClaimsSource::JwtAuthn, _) if self.introspection.is_some() => Err(ConfigError(
+                "`introspection` is set but `claims_source` is \"jwt_authn\": introspection \
+                 judges the token in the Authorization header (claims_source \"header\")"
+                    .into(),
             )),
             _ => Ok(()),
         }
@@ -395,6 +406,27 @@ mod tests {
                 r#"{"certificate_header":"x","trusted_proxies":{"any":true},"forwarded_certificate_ca":"no pem"}"#,
                 ["forwarded_certificate_ca", "CERTIFICATE"],
             ),
+            (r#"{"introspection":{}}"#, ["introspection", "cluster"]),
+            (
+                r#"{"introspection":{"cluster":"as","timeout_ms":0}}"#,
+                ["introspection.timeout_ms", "0"],
+            ),
+            (
+                r#"{"introspection":{"cluster":"as","on_error_status":500}}"#,
+                ["introspection.on_error_status", "500"],
+            ),
+            (
+                r#"{"introspection":{"cluster":"as","client_id":"gw"}}"#,
+                ["introspection", "client_secret"],
+            ),
+            (
+                r#"{"introspection":{"cluster":"as","clientid":"gw"}}"#,
+                ["introspection", "clientid"],
+            ),
+            (
+                r#"{"claims_source":"jwt_authn","jwt_authn_payload_key":"p","introspection":{"cluster":"as"}}"#,
+                ["introspection", "jwt_authn"],
+            ),
         ];
         for (json, needles) in table {
             let message = Config::parse(json.as_bytes()).unwrap_err().0;
@@ -402,6 +434,26 @@ mod tests {
                 assert!(message.contains(needle), "{json}: {message}");
             }
         }
+    }
+
+    #[test]
+    fn introspection_parses_and_never_echoes_a_secret() {
+        let c = Config::parse(
+            br#"{"introspection":{"cluster":"as","client_id":"gw","client_secret":"hunter2"}}"#,
+        )
+        .unwrap();
+        let introspection = c.introspection.unwrap();
+        assert_eq!(introspection.cluster, "as");
+        assert!(!format!("{introspection:?}").contains("hunter2"));
+        let json =
+            br#"{"introspection":{"cluster":"as","client_id":"gw","client_secret":77665544}}"#;
+        let message = Config::parse(json).unwrap_err().0;
+        assert!(message.contains("introspection.client_secret"), "{message}");
+        assert!(!message.contains("77665544"), "{message}");
+        let json = br#"{"introspection":{"cluster":"as","bearer_token":"77665544 5"}}"#;
+        let message = Config::parse(json).unwrap_err().0;
+        assert!(message.contains("introspection.bearer_token"), "{message}");
+        assert!(!message.contains("77665544"), "{message}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The only module that talks to Envoy: reads the request and the connection, asks
 //! [`policy::decide`], and acts on the verdict. Host-call failures deny; nothing here unwraps.
+//! An opaque token is introspected with an HTTP callout: the request waits, paused, for the
+//! answer (or the cache's), and is then judged by the same table.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
@@ -13,10 +16,12 @@ use crate::certificate::HeaderFormat;
 use crate::config::{ClaimsSource, Config, Mode};
 use crate::confirmation::{self, CnfEncoding, Confirmation};
 use crate::exempt;
+use crate::introspection::{self, Answer, Cache, Introspection};
 use crate::pairs;
 use crate::policy::{self, Rules};
 use crate::route;
 use crate::thumbprint::Thumbprint;
+use crate::token;
 use crate::verdict::{Denial, Verdict};
 use crate::xfcc::XfccElement;
 
@@ -25,10 +30,17 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None }) });
 }}
 
-/// What every request of this plugin shares: the configuration and the counters.
+/// What every request of this plugin shares: the configuration, the counters and the
+/// introspection cache.
+///
+/// The cache lives here, in the VM's memory: Envoy runs one VM per worker thread, and a worker
+/// handles one request at a time, so a `RefCell` needs no lock and every stream of the worker
+/// sees every answer. Shared data (proxy_set_shared_data) would span workers, but it cannot
+/// delete or enumerate keys, so it could not be kept bounded.
 struct Plugin {
     config: Config,
     metrics: Metrics,
+    cache: RefCell<Cache>,
 }
 
 struct Root {
@@ -61,7 +73,16 @@ impl RootContext for Root {
                 return false;
             }
         };
-        self.plugin = Some(Rc::new(Plugin { config, metrics }));
+        let max_entries = config
+            .introspection
+            .as_ref()
+            .map_or(0, |introspection| introspection.cache_max_entries);
+        let cache = RefCell::new(Cache::new(max_entries));
+        self.plugin = Some(Rc::new(Plugin {
+            config,
+            metrics,
+            cache,
+        }));
         true
     }
 
@@ -72,16 +93,66 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // on_configure refused the configuration, so Envoy refused the plugin and never asks.
         let plugin = Rc::clone(self.plugin.as_ref()?);
-        Some(Box::new(Check { context_id, plugin }))
+        Some(Box::new(Check {
+            context_id,
+            plugin,
+            pending: None,
+        }))
     }
 }
 
 struct Check {
     context_id: u32,
     plugin: Rc<Plugin>,
+    /// What the request needs once the introspection answer arrives.
+    pending: Option<Pending>,
 }
 
-impl Context for Check {}
+/// A request paused for an introspection callout.
+struct Pending {
+    mode: Mode,
+    rules: Rules,
+    certificate_header: Option<CertificateHeader>,
+    key: [u8; 32],
+}
+
+/// What the introspection step made of the request's token.
+enum Introspected {
+    /// Not introspected: no introspection configured, no bearer token, or a JWT read as before.
+    No,
+    /// The cached answer, or why there is none to be had.
+    Known(Result<Confirmation, Denial>),
+    /// A callout is on its way, for the token with this cache key.
+    Dispatched([u8; 32]),
+}
+
+impl Context for Check {
+    /// The introspection answer: read it, cache it, judge the paused request and resume or deny.
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let claims = self.read_introspection(&pending, body_size);
+        let certificate_header = pending.certificate_header.as_ref();
+        let verdict = policy::decide_confirmation(pending.rules, claims.map(Some), || {
+            self.client_certificate(certificate_header)
+        });
+        if let Action::Continue = self.act(pending.mode, verdict) {
+            if let Err(status) = hostcalls::resume_http_request() {
+                warn!(
+                    "certbound: #{} cannot resume the request: {status:?}",
+                    self.context_id
+                );
+            }
+        }
+    }
+}
 
 impl HttpContext for Check {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -127,13 +198,34 @@ impl HttpContext for Check {
         };
 
         increment(metrics.checked);
+        let authorization = match config.claims_source {
+            ClaimsSource::Header => match request_header("authorization") {
+                Ok(authorization) => authorization,
+                Err(()) => return self.act(mode, Verdict::Deny(Denial::Internal)),
+            },
+            ClaimsSource::JwtAuthn => None,
+        };
+        let introspected = match &config.introspection {
+            Some(introspection) => self.introspect(introspection, rules, authorization.as_deref()),
+            None => Introspected::No,
+        };
+        if let Introspected::Dispatched(key) = introspected {
+            self.pending = Some(Pending {
+                mode,
+                rules,
+                certificate_header,
+                key,
+            });
+            return Action::Pause;
+        }
+
         let client_certificate = || self.client_certificate(certificate_header.as_ref());
         let verdict = match config.claims_source {
-            ClaimsSource::Header => match request_header("authorization") {
-                Ok(authorization) => {
-                    policy::decide(rules, authorization.as_deref(), client_certificate)
+            ClaimsSource::Header => match introspected {
+                Introspected::Known(claims) => {
+                    policy::decide_confirmation(rules, claims.map(Some), client_certificate)
                 }
-                Err(()) => Verdict::Deny(Denial::Internal),
+                _ => policy::decide(rules, authorization.as_deref(), client_certificate),
             },
             ClaimsSource::JwtAuthn => policy::decide_confirmation(
                 rules,
@@ -141,7 +233,16 @@ impl HttpContext for Check {
                 client_certificate,
             ),
         };
+        self.act(mode, verdict)
+    }
+}
 
+impl Check {
+    /// Acts on a verdict: passes (with the thumbprint header), or denies, or in audit mode lets
+    /// through what it would deny. `Continue` means the request may go on.
+    fn act(&self, mode: Mode, verdict: Verdict) -> Action {
+        let config = &self.plugin.config;
+        let metrics = &self.plugin.metrics;
         match verdict {
             Verdict::Bound(thumbprint) => {
                 increment(metrics.bound);
@@ -182,9 +283,107 @@ impl HttpContext for Check {
             Verdict::Deny(denial) => self.deny(denial),
         }
     }
-}
 
-impl Check {
+    /// Introspects the bearer token if it needs it: from the cache, else with a callout.
+    /// Tokens certbound reads itself, and requests without one, are left to [`policy::decide`],
+    /// which also answers malformed and oversized credentials before anything is sent.
+    fn introspect(
+        &self,
+        introspection: &Introspection,
+        rules: Rules,
+        authorization: Option<&[u8]>,
+    ) -> Introspected {
+        let Ok(Some(token)) = token::bearer(authorization) else {
+            return Introspected::No;
+        };
+        if token.len() > rules.max_token_bytes || !introspection.applies_to(token) {
+            return Introspected::No;
+        }
+        let Ok(now) = unix_now() else {
+            return Introspected::Known(Err(Denial::Internal));
+        };
+
+        let key = introspection::cache_key(token);
+        if let Some(claims) = self.plugin.cache.borrow().get(&key, now) {
+            increment(self.plugin.metrics.introspection_cache_hits);
+            return Introspected::Known(claims);
+        }
+
+        increment(self.plugin.metrics.introspection_calls);
+        let body = introspection::request_body(token);
+        let sent = self.dispatch_http_call(
+            &introspection.cluster,
+            introspection.request_headers(),
+            Some(body.as_bytes()),
+            vec![],
+            introspection.timeout,
+        );
+        match sent {
+            Ok(_) => Introspected::Dispatched(key),
+            Err(status) => {
+                warn!(
+                    "certbound: #{} introspection failed: cannot call cluster {} ({status:?})",
+                    self.context_id, introspection.cluster
+                );
+                Introspected::Known(Err(Denial::IntrospectionFailed))
+            }
+        }
+    }
+
+    /// Reads the introspection response, caches what it says about the token, and returns it.
+    /// Every failure is [`Denial::IntrospectionFailed`], with its cause logged.
+    fn read_introspection(
+        &self,
+        pending: &Pending,
+        body_size: usize,
+    ) -> Result<Confirmation, Denial> {
+        let Some(introspection) = &self.plugin.config.introspection else {
+            return Err(Denial::Internal);
+        };
+        let now = unix_now()?;
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|status| status.parse::<u32>().ok());
+        let size = body_size.min(introspection::MAX_RESPONSE_BYTES + 1);
+        let body = match body_size {
+            0 => Vec::new(),
+            _ => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        };
+
+        let encoding = pending.rules.cnf_encoding;
+        match introspection::parse_response(status, &body, encoding, now) {
+            Ok(answer) => {
+                self.remember(introspection, pending.key, &answer, now);
+                Ok(answer.claims?)
+            }
+            Err(failure) => {
+                warn!(
+                    "certbound: #{} introspection failed: {failure}",
+                    self.context_id
+                );
+                Err(Denial::IntrospectionFailed)
+            }
+        }
+    }
+
+    fn remember(&self, introspection: &Introspection, key: [u8; 32], answer: &Answer, now: u64) {
+        if let Ok(mut cache) = self.plugin.cache.try_borrow_mut() {
+            cache.insert(key, answer, introspection.cache_ttl_s, now);
+        }
+    }
+
+    /// The status a denial is answered with: `on_error_status` for a failed introspection.
+    fn status_of(&self, denial: Denial) -> u32 {
+        match (&self.plugin.config.introspection, denial) {
+            (Some(introspection), Denial::IntrospectionFailed) => introspection.on_error_status,
+            _ => denial.status(),
+        }
+    }
+
     /// Reads `certificate_header` and removes it from the request, unless it came from a
     /// trusted proxy and `strip_certificate_header` is off. `None` when no header is configured.
     fn take_certificate_header(&self) -> Result<Option<CertificateHeader>, ()> {
@@ -194,13 +393,22 @@ impl Check {
         };
         let value = request_header(name)?;
         let mut trusted = None;
+        let mut repeated = false;
         if value.is_some() {
+            // Envoy hands a filter only the first copy of a header it does not join itself;
+            // several copies are ambiguous, and a proxy that appends rather than replaces would
+            // let a client's own copy come first.
+            repeated = header_count(name)? > 1;
             let keep = !config.strip_certificate_header && *trusted.insert(self.trusted_proxy()?);
             if !keep {
                 remove_request_header(name)?;
             }
         }
-        Ok(Some(CertificateHeader { value, trusted }))
+        Ok(Some(CertificateHeader {
+            value,
+            trusted,
+            repeated,
+        }))
     }
 
     /// The client certificate's thumbprint: the one a trusted proxy forwarded, else the
@@ -220,6 +428,9 @@ impl Check {
         };
         if !trusted {
             return peer_certificate();
+        }
+        if header.repeated {
+            return Err(Denial::MalformedCertificate);
         }
         let xfcc = matches!(
             config.certificate_header_format,
@@ -351,23 +562,29 @@ impl Check {
         self.publish(&format!("denied:{}", denial.name()), None);
         self.log_denial(denial, "denied");
 
+        let status = self.status_of(denial);
         let sent = if is_grpc() {
-            // gRPC clients read grpc-status, not the HTTP status (UNAUTHENTICATED is 16).
-            let challenge = denial.www_authenticate();
+            // gRPC clients read grpc-status, not the HTTP status (UNAUTHENTICATED is 16; a
+            // failed authorization server is UNAVAILABLE, 14).
+            let challenge = denial.www_authenticate_at(status);
+            let code = match status {
+                503 => GrpcStatusCode::Unavailable,
+                _ => GrpcStatusCode::Unauthenticated,
+            };
             hostcalls::send_grpc_response(
-                GrpcStatusCode::Unauthenticated,
+                code,
                 Some(denial.description()),
                 vec![("www-authenticate", challenge.as_bytes())],
             )
         } else {
-            let challenge = denial.www_authenticate();
-            let body = denial.body();
+            let challenge = denial.www_authenticate_at(status);
+            let body = denial.body_at(status);
             let headers = vec![
                 ("www-authenticate", challenge.as_str()),
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
             ];
-            hostcalls::send_http_response(denial.status(), headers, Some(body.as_bytes()))
+            hostcalls::send_http_response(status, headers, Some(body.as_bytes()))
         };
         if let Err(status) = sent {
             // The reply could not be sent; resetting the stream still keeps the request out.
@@ -392,7 +609,7 @@ impl Check {
             String::from_utf8_lossy(&method),
             String::from_utf8_lossy(path),
             denial.name(),
-            denial.status(),
+            self.status_of(denial),
         );
         debug!("certbound: #{} {}", self.context_id, denial.description());
     }
@@ -416,6 +633,19 @@ impl Check {
 struct CertificateHeader {
     value: Option<Vec<u8>>,
     trusted: Option<bool>,
+    /// The request carried the header more than once.
+    repeated: bool,
+}
+
+/// How many times a request header occurs.
+fn header_count(name: &str) -> Result<usize, ()> {
+    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|status| {
+        warn!("certbound: cannot read the request headers: {status:?}");
+    })?;
+    Ok(headers
+        .iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .count())
 }
 
 fn property(path: Vec<&str>) -> Result<Option<Vec<u8>>, ()> {
@@ -438,11 +668,19 @@ fn unix_now() -> Result<u64, Denial> {
         .ok_or(Denial::Internal)
 }
 
+/// `application/grpc`, alone or followed by `+proto`, `;...`: as Envoy itself tells gRPC apart.
+/// gRPC-Web (`application/grpc-web...`) is not gRPC on the wire and gets the HTTP answer.
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    value
+        .strip_prefix(b"application/grpc")
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+') | Some(b';')))
+}
+
 fn is_grpc() -> bool {
     request_header("content-type")
         .ok()
         .flatten()
-        .is_some_and(|value| value.starts_with(b"application/grpc"))
+        .is_some_and(|value| is_grpc_content_type(&value))
 }
 
 /// Reads a request header as bytes (a non-UTF-8 value must not take the VM down).
@@ -477,6 +715,8 @@ struct Metrics {
     exempt: u32,
     bound: u32,
     unbound: u32,
+    introspection_calls: u32,
+    introspection_cache_hits: u32,
     denied: Vec<u32>,
     would_deny: Vec<u32>,
 }
@@ -495,6 +735,8 @@ impl Metrics {
             exempt: counter("certbound.exempt")?,
             bound: counter("certbound.passed.bound")?,
             unbound: counter("certbound.passed.unbound")?,
+            introspection_calls: counter("certbound.introspection.calls")?,
+            introspection_cache_hits: counter("certbound.introspection.cache_hits")?,
             denied: per_reason("certbound.denied")?,
             would_deny: per_reason("certbound.audit.would_deny")?,
         })

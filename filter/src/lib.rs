@@ -1,8 +1,8 @@
 //! certbound: an Envoy WebAssembly HTTP filter that enforces OAuth 2.0 certificate-bound access
 //! tokens (RFC 8705).
 //!
-//! The decision code (token, confirmation, thumbprint, policy, config, verdict, and for
-//! forwarded client certificates certificate, xfcc, trust, ca) never touches proxy-wasm and is
+//! The decision code (token, confirmation, thumbprint, policy, config, verdict, introspection,
+//! and for forwarded client certificates certificate, xfcc, trust, ca) never touches proxy-wasm and is
 //! unit-tested natively. Only `host`, built for wasm32, talks to Envoy.
 
 pub mod ca;
@@ -10,6 +10,7 @@ pub mod certificate;
 pub mod config;
 pub mod confirmation;
 pub mod exempt;
+pub mod introspection;
 pub mod pairs;
 pub mod policy;
 pub mod route;

@@ -55,7 +55,10 @@ fn mentions_bearer(value: &[u8]) -> bool {
     const WORD: &[u8] = b"bearer";
     value.windows(WORD.len()).enumerate().any(|(at, window)| {
         window.eq_ignore_ascii_case(WORD)
-            && (at == 0 || value.get(at + WORD.len()).is_none_or(|b| !b.is_ascii_alphanumeric()))
+            && (at == 0
+                || value
+                    .get(at + WORD.len())
+                    .is_none_or(|b| !b.is_ascii_alphanumeric()))
     })
 }
 
@@ -97,7 +100,21 @@ pub fn confirmation(token: &[u8], encoding: CnfEncoding) -> Result<Confirmation,
     let payload = std::str::from_utf8(&payload).map_err(|_| Denial::MalformedToken)?;
     let claims: Claims<'_> = serde_json::from_str(payload).map_err(|_| Denial::MalformedToken)?;
 
-    let Some(cnf) = claims.cnf else {
+    confirmation_of(claims.cnf, encoding)
+}
+
+/// Whether a token has exactly three dot-separated segments, the shape of a JWS (RFC 7515 §7.1).
+pub fn is_jws(token: &[u8]) -> bool {
+    token.split(|&b| b == b'.').count() == 3
+}
+
+/// Reads a `cnf` member (raw JSON; `None` when absent), from a JWT's payload or an introspection
+/// response (RFC 8705 §3.1, §3.2).
+pub(crate) fn confirmation_of(
+    cnf: Option<&RawValue>,
+    encoding: CnfEncoding,
+) -> Result<Confirmation, Denial> {
+    let Some(cnf) = cnf else {
         return Ok(Confirmation::Unbound);
     };
     if !starts_object(cnf.get().as_bytes()) {
@@ -137,7 +154,9 @@ struct Cnf<'a> {
 
 /// Maps a member that is present to `Some`, even when its value is `null`, so that `"cnf": null`
 /// is judged malformed rather than absent.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
@@ -208,9 +227,18 @@ mod tests {
                 Err(Denial::MalformedAuthorization),
             ),
             // "bearer" as a word anywhere: another parser finds a Bearer token there.
-            (Some(b"Basic Bearer abc"), Err(Denial::MalformedAuthorization)),
-            (Some(b"DPoP Bearer abc"), Err(Denial::MalformedAuthorization)),
-            (Some(b"Basic YTpi\tBearer abc"), Err(Denial::MalformedAuthorization)),
+            (
+                Some(b"Basic Bearer abc"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (
+                Some(b"DPoP Bearer abc"),
+                Err(Denial::MalformedAuthorization),
+            ),
+            (
+                Some(b"Basic YTpi\tBearer abc"),
+                Err(Denial::MalformedAuthorization),
+            ),
             (Some(b"Bearer:abc"), Err(Denial::MalformedAuthorization)),
             (Some(b"Bearer=abc"), Err(Denial::MalformedAuthorization)),
             (Some(b"Bearerabc"), Err(Denial::MalformedAuthorization)),

@@ -43,12 +43,19 @@ pub enum Denial {
     MalformedCertificate,
     /// A forwarded certificate is not signed by a configured CA or is outside its validity.
     UntrustedCertificate,
+    /// The authorization server reported the token inactive (RFC 7662 §2.2), or its `exp` has
+    /// passed.
+    InactiveToken,
+    /// The introspection endpoint gave no usable answer (timeout, failed connection, a status
+    /// other than 200, a body that is not an introspection response). Answered with
+    /// `on_error_status`.
+    IntrospectionFailed,
     /// certbound could not read what it needs from Envoy. Denied rather than guessed.
     Internal,
 }
 
 impl Denial {
-    pub const ALL: [Denial; 13] = [
+    pub const ALL: [Denial; 15] = [
         Denial::NoToken,
         Denial::MalformedAuthorization,
         Denial::MalformedToken,
@@ -61,6 +68,8 @@ impl Denial {
         Denial::CertificateHeaderTooLarge,
         Denial::MalformedCertificate,
         Denial::UntrustedCertificate,
+        Denial::InactiveToken,
+        Denial::IntrospectionFailed,
         Denial::Internal,
     ];
 
@@ -87,14 +96,19 @@ impl Denial {
             Denial::CertificateHeaderTooLarge => "certificate_header_too_large",
             Denial::MalformedCertificate => "malformed_certificate",
             Denial::UntrustedCertificate => "untrusted_certificate",
+            Denial::InactiveToken => "inactive_token",
+            Denial::IntrospectionFailed => "introspection_failed",
             Denial::Internal => "internal_error",
         }
     }
 
+    /// The default status. `IntrospectionFailed` is answered with `on_error_status` instead, which
+    /// the `_at` methods take.
     pub fn status(self) -> u32 {
         match self {
             Denial::MalformedAuthorization => 400,
             Denial::Internal => 500,
+            Denial::IntrospectionFailed => 503,
             _ => 401,
         }
     }
@@ -102,10 +116,16 @@ impl Denial {
     /// The RFC 6750 §3.1 error code. `None` for a request with no token at all, which per §3.1
     /// SHOULD NOT get one.
     pub fn error_code(self) -> Option<&'static str> {
+        self.error_code_at(self.status())
+    }
+
+    /// The error code when answered with `status`: a server error is not the token's fault.
+    pub fn error_code_at(self, status: u32) -> Option<&'static str> {
         match self {
             Denial::NoToken => None,
             Denial::MalformedAuthorization => Some("invalid_request"),
             Denial::Internal => Some("server_error"),
+            Denial::IntrospectionFailed if status >= 500 => Some("server_error"),
             _ => Some("invalid_token"),
         }
     }
@@ -137,6 +157,10 @@ impl Denial {
             Denial::UntrustedCertificate => {
                 "the forwarded client certificate is not issued by a trusted CA or is not valid now"
             }
+            Denial::InactiveToken => "the access token is not active",
+            Denial::IntrospectionFailed => {
+                "the access token could not be checked with the authorization server"
+            }
             Denial::Internal => "the client certificate could not be checked",
         }
     }
@@ -144,7 +168,12 @@ impl Denial {
     /// The `WWW-Authenticate` challenge (RFC 6750 §3). Descriptions hold no `"` or `\`, so they
     /// need no quoting beyond the surrounding quotes.
     pub fn www_authenticate(self) -> String {
-        match self.error_code() {
+        self.www_authenticate_at(self.status())
+    }
+
+    /// The challenge when answered with `status`.
+    pub fn www_authenticate_at(self, status: u32) -> String {
+        match self.error_code_at(status) {
             None => "Bearer".to_string(),
             Some(code) => format!(
                 "Bearer error=\"{code}\", error_description=\"{}\"",
@@ -155,8 +184,13 @@ impl Denial {
 
     /// The JSON body of the local reply.
     pub fn body(self) -> String {
+        self.body_at(self.status())
+    }
+
+    /// The body when answered with `status`.
+    pub fn body_at(self, status: u32) -> String {
         let body = serde_json::json!({
-            "error": self.error_code().unwrap_or("unauthorized"),
+            "error": self.error_code_at(status).unwrap_or("unauthorized"),
             "error_description": self.description(),
         });
         body.to_string()
@@ -191,5 +225,17 @@ mod tests {
              a different client certificate\""
         );
         assert_eq!(Denial::MalformedAuthorization.status(), 400);
+    }
+
+    #[test]
+    fn introspection_failure_is_a_server_error_unless_answered_401() {
+        let failed = Denial::IntrospectionFailed;
+        assert_eq!(failed.status(), 503);
+        assert_eq!(failed.error_code(), Some("server_error"));
+        assert_eq!(failed.error_code_at(401), Some("invalid_token"));
+        assert!(failed.body_at(401).contains("invalid_token"));
+        assert!(failed.www_authenticate_at(401).contains("invalid_token"));
+        assert_eq!(Denial::InactiveToken.status(), 401);
+        assert_eq!(Denial::InactiveToken.error_code(), Some("invalid_token"));
     }
 }

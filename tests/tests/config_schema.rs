@@ -107,6 +107,18 @@ fn samples() -> Vec<(&'static str, Value)> {
                    "trusted_proxies": {"any": true}}),
         ));
     }
+    samples.push(("introspection", json!({"introspection": {"cluster": "as"}})));
+    samples.push((
+        "introspection",
+        json!({"introspection": {"cluster": "as", "path": "/oauth2/introspect",
+               "authority": "as.example.com:443", "client_id": "gw", "client_secret": "s",
+               "timeout_ms": 500, "cache_ttl_s": 0, "cache_max_entries": 100,
+               "tokens": "all", "on_error_status": 401}}),
+    ));
+    samples.push((
+        "introspection",
+        json!({"introspection": {"cluster": "as", "bearer_token": "abc.def-ghi"}}),
+    ));
     samples
 }
 
@@ -165,6 +177,16 @@ fn schema_and_parser_refuse_the_same_mistakes() {
         json!({"cnf_encoding": "base64"}),
         json!([]),
         json!("audit"),
+        json!({"introspection": {}}),
+        json!({"introspection": {"cluster": "as", "on_error_status": 500}}),
+        json!({"introspection": {"cluster": "as", "tokens": "jwt"}}),
+        json!({"introspection": {"cluster": "as", "timeout_ms": 0}}),
+        json!({"introspection": {"cluster": "as", "path": "introspect"}}),
+        json!({"introspection": {"cluster": "as", "client_id": "gw"}}),
+        json!({"introspection": {"cluster": "as", "client_secret": "s"}}),
+        json!({"introspection": {"cluster": "as", "bearer_token": "t", "client_id": "gw",
+               "client_secret": "s"}}),
+        json!({"introspection": {"cluster": "as", "secret": "s"}}),
     ];
     for config in table {
         assert!(

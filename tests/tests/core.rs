@@ -272,6 +272,17 @@ fn decision_table_in_enforce_mode() {
         Some(format!("Bearer {token_a}, x")),
         malformed,
     );
+    // Values where jwt_authn or an upstream finds a Bearer token that certbound would otherwise
+    // have taken for another scheme: client B with A's stolen token.
+    for value in [
+        format!("Basic Bearer {token_a}"),
+        format!("DPoP Bearer {token_a}"),
+        format!("NotBearer {token_a}"),
+        format!("Bearer:{token_a}"),
+        format!("Bearer{token_a}"),
+    ] {
+        rig.expect(&value[..12], Cert::B, Some(value.clone()), malformed);
+    }
 }
 
 /// Envoy hands a filter repeated headers joined by commas; a stolen token placed behind another

@@ -281,6 +281,25 @@ fn nginx_in_front_forwards_the_certificate_and_spoofs_are_ignored() {
         reply.status, 200,
         "the same header from the trusted address counts"
     );
+    // Two copies, even of the right certificate first, are ambiguous: a proxy that appends
+    // rather than replaces would let a client's copy count.
+    let victim = url_encoded(&pki.client_a.cert_pem);
+    let mine = url_encoded(&pki.client_b.cert_pem);
+    let reply = get(
+        &trusted,
+        &direct,
+        &[
+            ("authorization", token_a.as_bytes()),
+            ("x-client-cert", victim.as_bytes()),
+            ("x-client-cert", mine.as_bytes()),
+        ],
+    );
+    expect_denial(
+        &reply,
+        &envoy,
+        "malformed_certificate",
+        "two certificate headers",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -151,6 +151,26 @@ fn shipped_config_counts_forwards_and_logs() {
             .join("\n")
     );
 
+    // A header name with underscores is refused by Envoy (CGI-style upstreams would read it as
+    // x-client-cert-thumbprint): 400 over HTTP/1.1, a reset stream over HTTP/2.
+    let forged_underscore: &[(&str, &[u8])] = &[
+        ("authorization", auth),
+        ("x_client_cert_thumbprint", b"forged"),
+    ];
+    let a_http1 = client(&pki, Some(&pki.client_a), true);
+    assert_eq!(
+        get(&a_http1, &url("/orders"), forged_underscore).status,
+        400
+    );
+    let mut request = a.get(url("/orders"));
+    for (name, value) in forged_underscore {
+        request = request.header(*name, *value);
+    }
+    assert!(
+        request.send().is_err(),
+        "HTTP/2 request with an underscore header was answered"
+    );
+
     // The access log prints the verdict and the thumbprint from certbound's filter state.
     let line = wait_for_log(&envoy, "certbound=bound");
     assert!(
@@ -235,6 +255,20 @@ fn grpc_requests_are_denied_the_grpc_way() {
         .header("www-authenticate")
         .unwrap()
         .contains("invalid_token"));
+    assert_eq!(upstream.count(), 0);
+
+    // gRPC-Web is not gRPC on the wire: it gets the HTTP denial, not a gRPC trailer it would
+    // never read (which would look like 200 to it).
+    let reply = get(
+        &b,
+        &format!("{}/certbound.v1.Orders/Get", envoy.https("https")),
+        &[
+            ("authorization", token_a.as_bytes()),
+            ("content-type", b"application/grpc-web"),
+        ],
+    );
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("grpc-status"), None);
     assert_eq!(upstream.count(), 0);
 }
 
