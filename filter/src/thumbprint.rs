@@ -65,14 +65,6 @@ impl Thumbprint {
     pub fn to_hex(&self) -> String {
         base16ct::lower::encode_string(&self.0)
     }
-
-    /// The first characters of the base64url form: enough to tell certificates apart in a log
-    /// line, too few to be worth anything to anyone else.
-    pub fn short(&self) -> String {
-        let mut text = self.to_base64url();
-        text.truncate(8);
-        text
-    }
 }
 
 impl fmt::Debug for Thumbprint {
@@ -127,6 +119,5 @@ mod tests {
         let b = Thumbprint::of_der(b"b");
         assert!(a.matches(&a));
         assert!(!a.matches(&b));
-        assert_eq!(a.short().len(), 8);
     }
 }

@@ -75,10 +75,7 @@ impl Denial {
 
     /// Position in [`Denial::ALL`].
     pub fn index(self) -> usize {
-        Denial::ALL
-            .iter()
-            .position(|d| *d == self)
-            .unwrap_or_default()
+        self as usize
     }
 
     /// Short snake_case name for logs, metrics and filter state.
@@ -212,6 +209,13 @@ mod tests {
             let body: serde_json::Value = serde_json::from_str(&denial.body()).unwrap();
             assert_eq!(body["error_description"], denial.description());
             assert!(denial.www_authenticate().starts_with("Bearer"));
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_in_declaration_order() {
+        for (position, denial) in Denial::ALL.iter().enumerate() {
+            assert_eq!(denial.index(), position, "{denial:?}");
         }
     }
 
