@@ -52,6 +52,7 @@ fuzz_target!(|input: Input<'_>| {
             1 => CnfEncoding::Base64url,
             _ => CnfEncoding::Hex,
         },
+        max_token_bytes: certbound::config::DEFAULT_MAX_TOKEN_BYTES,
     };
     let presented = match input.presented {
         Presented::None => Ok(None),
