@@ -39,6 +39,7 @@ OUT = ROOT / "build" / "bench"
 DEMO = ROOT / "build" / "demo"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ENVOY_CPU, LOAD_CPU = "0", "1"
+ANALYSIS_MARKER = "<!-- Analysis: written by hand about the run above; `make bench` keeps it. -->"
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -344,6 +345,11 @@ def variants(args):
         ("g", "(g) ext_authz (HTTP) to an external service", True, [ext_authz_filter()], sanitize_set,
          [authz_cluster], mtls(True)),
     ]
+    # Diagnostic: (c) with only matching tokens, to tell the allow path's cost from the deny path's.
+    allow_only = [Client("match", "client-a", {"authorization": a_token}, 200),
+                  Client("match-2", "client-a", {"authorization": a_token}, 200)]
+    found.append(("c-allow", "(c) certbound, matching tokens only (diagnostic)", True,
+                  [with_wasm(certbound, args.certbound_wasm)], None, [], allow_only))
     for read in ["header", "digest", "connection-id", "xfcc"]:
         extra = sanitize_set if read == "xfcc" else None
         found.append((f"p-{read}", f"probe: Authorization + {read}" if read != "header" else "probe: Authorization only",
@@ -451,8 +457,9 @@ def report(args, rows, rate, sizes, core_table, started, load_before, load_after
     lines = [
         "# certbound benchmarks",
         "",
-        "Written by `make bench` (bench/run.py); do not edit by hand. How the run works is in",
-        "bench/README.md.",
+        "Written by `make bench` (bench/run.py), except the analysis at the end, which is written by",
+        "hand about this run and kept by later runs (check that it still matches them). How the run",
+        "works is in bench/README.md.",
         "",
         f"- date: {started:%Y-%m-%d %H:%M %Z}",
         f"- machine: {machine()}",
@@ -461,7 +468,7 @@ def report(args, rows, rate, sizes, core_table, started, load_before, load_after
         f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}"
         + ("  **(loaded machine: other work was running; throughput and latency are noisy, CPU per request less so)**"
            if float(load_before.split()[0]) > 1.0 or float(load_after.split()[0]) > 1.0 else ""),
-        f"- Envoy: one worker on CPU {ENVOY_CPU}; oha {args.oha_version} and the ext_authz service on CPU {LOAD_CPU}; "
+        f"- Envoy: one worker on CPU {ENVOY_CPU}; {args.oha_version} and the ext_authz service on CPU {LOAD_CPU}; "
         f"{args.connections} keep-alive HTTP/1.1 connections over TLS 1.3 (two clients: one whose token matches its "
         f"certificate, one whose token does not); saturation {args.duration}s per variant, best of {args.rounds} rounds "
         f"(by CPU per request); fixed rate {rate} requests/s for {args.duration}s.",
@@ -566,8 +573,8 @@ def main():
     parser.add_argument("--opt-wasm", action="append", default=[], metavar="LEVEL=PATH",
                         help="certbound.wasm built with another opt-level")
     parser.add_argument("--core-table", type=Path, help="bench-core's Markdown table to include")
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--command", default="bench/run.py", help="the command line to report")
     parser.add_argument("--only", help="comma-separated variant keys (for trying the harness)")
@@ -633,9 +640,15 @@ def main():
     for level, wasm in args.opt_wasm:
         sizes[f"certbound.wasm (opt-level \"{level}\")"] = Path(wasm).stat().st_size
     sizes["empty filter (bench/empty-filter)"] = args.empty_wasm.stat().st_size
+    (OUT / "results.json").write_text(json.dumps(rows, indent=1))
     core_table = args.core_table.read_text() if args.core_table and args.core_table.is_file() else ""
     text, targets = report(args, rows, rate, sizes, core_table, started, load_before, load_average(), command_line)
     if not args.only:
+        # The hand-written analysis after ANALYSIS_MARKER is kept across runs.
+        previous = args.out.read_text() if args.out.is_file() else ""
+        if ANALYSIS_MARKER in previous:
+            kept = previous.split(ANALYSIS_MARKER, 1)[1]
+            text += "\n" + ANALYSIS_MARKER + kept
         args.out.write_text(text)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, args.plot)
