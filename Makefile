@@ -108,6 +108,55 @@ soak: build envoy ## Load real Envoy for SOAK_SECONDS (default 60): zero misjudg
 soak-ci: build envoy ## The soak test for CI's fixed budget of 10 s
 	SOAK_SECONDS=10 cargo test -p certbound-e2e --test soak -- --ignored --nocapture
 
+# Benchmarks (bench/README.md). Tools they need go to .tools/ (oha, a venv with matplotlib);
+# helper crates live in bench/, their own workspace, so the filter's build is unaffected.
+TOOLS := .tools
+OHA := $(TOOLS)/bin/oha
+OHA_VERSION := 1.16.0
+BENCH_PY := $(TOOLS)/venv/bin/python
+BENCH_OUT := build/bench
+BENCH_WASM := bench/target/$(WASM_TARGET)/release
+OPT_LEVELS := s z
+
+$(OHA):
+	cargo install oha --locked --version $(OHA_VERSION) --root $(TOOLS)
+
+$(BENCH_PY):
+	python3 -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check matplotlib pyyaml
+
+.PHONY: bench-helpers
+bench-helpers: toolchain
+	cd bench && cargo build --release -p bench-authz -p bench-core
+	cd bench && cargo build --release --target $(WASM_TARGET) -p bench-empty-filter -p bench-probe-filter
+
+.PHONY: bench-opt-levels
+bench-opt-levels: toolchain
+	@# certbound.wasm with other opt-levels, for size and CPU; the committed profile stays at 3.
+	@mkdir -p $(BENCH_OUT)
+	for level in $(OPT_LEVELS); do \
+	  CARGO_PROFILE_RELEASE_OPT_LEVEL=$$level cargo build --release --target $(WASM_TARGET) \
+	    -p certbound --target-dir $(BENCH_OUT)/target-opt-$$level; \
+	  cp $(BENCH_OUT)/target-opt-$$level/$(WASM_TARGET)/release/certbound.wasm \
+	    $(BENCH_OUT)/certbound-opt-$$level.wasm; \
+	done
+
+.PHONY: bench-core
+bench-core: certs ## Instruction counts (callgrind) of the decision core per request shape
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	cd bench && cargo build --release -p bench-core
+	@mkdir -p $(BENCH_OUT)
+	bench/target/release/bench-core report $(DEMO_DIR)/client-a.crt $(BENCH_OUT)/core.md
+
+.PHONY: bench
+bench: build certs envoy bench-helpers bench-opt-levels bench-core $(OHA) $(BENCH_PY) ## Every variant side by side: writes BENCHMARKS.md and docs/bench.png
+	$(BENCH_PY) bench/run.py --envoy $(ENVOY) --oha $(OHA) \
+	  --authz bench/target/release/bench-authz --certbound-wasm $(WASM) \
+	  --empty-wasm $(BENCH_WASM)/bench_empty_filter.wasm \
+	  --probe-wasm $(BENCH_WASM)/bench_probe_filter.wasm \
+	  $(foreach level,$(OPT_LEVELS),--opt-wasm $(level)=$(BENCH_OUT)/certbound-opt-$(level).wasm) \
+	  --core-table $(BENCH_OUT)/core.md --command "$(strip make bench $(MAKEOVERRIDES))" $(BENCH_ARGS)
+
 .PHONY: clean
 clean: ## Remove build output (keeps the Envoy venv and the fuzz corpus)
 	cargo clean
