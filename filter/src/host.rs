@@ -4,6 +4,7 @@
 //! answer (or the cache's), and is then judged by the same table.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
@@ -41,6 +42,7 @@ struct Plugin {
     config: Config,
     metrics: Metrics,
     cache: RefCell<Cache>,
+    peers: RefCell<PeerCache>,
 }
 
 struct Root {
@@ -82,6 +84,7 @@ impl RootContext for Root {
             config,
             metrics,
             cache,
+            peers: RefCell::new(PeerCache::default()),
         }));
         true
     }
@@ -420,14 +423,14 @@ impl Check {
     ) -> Result<Option<Thumbprint>, Denial> {
         let config = &self.plugin.config;
         let Some(header) = header else {
-            return peer_certificate();
+            return self.peer_certificate();
         };
         let trusted = match header.trusted {
             Some(trusted) => trusted,
             None => self.trusted_proxy().map_err(|()| Denial::Internal)?,
         };
         if !trusted {
-            return peer_certificate();
+            return self.peer_certificate();
         }
         if header.repeated {
             return Err(Denial::MalformedCertificate);
@@ -437,7 +440,7 @@ impl Check {
             HeaderFormat::Auto | HeaderFormat::Xfcc
         );
         let proxy = if xfcc && config.xfcc_element == XfccElement::Last {
-            peer_certificate()?
+            self.peer_certificate()?
         } else {
             None
         };
@@ -688,6 +691,48 @@ fn request_header(name: &str) -> Result<Option<Vec<u8>>, ()> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).map_err(|status| {
         warn!("certbound: cannot read request header {name}: {status:?}");
     })
+}
+
+/// The connection's certificate, per downstream connection. A TLS connection's peer certificate
+/// never changes (Envoy does not renegotiate), and Envoy never reuses a connection id within a
+/// process, so the thumbprint is read once per connection rather than once per request: the
+/// property read that computes it costs several times what reading `connection.id` does.
+#[derive(Default)]
+struct PeerCache {
+    thumbprints: HashMap<u64, Option<Thumbprint>>,
+}
+
+impl PeerCache {
+    /// Bounded: closed connections are never announced to an HTTP filter, so the map is emptied
+    /// when it reaches this size and refills from the connections still in use.
+    const MAX_CONNECTIONS: usize = 4096;
+}
+
+impl Check {
+    /// The thumbprint of the certificate the client presented on this TLS connection: cached by
+    /// connection id when Envoy reports one, read from Envoy otherwise.
+    fn peer_certificate(&self) -> Result<Option<Thumbprint>, Denial> {
+        let Some(id) = connection_id() else {
+            return peer_certificate();
+        };
+        if let Some(known) = self.plugin.peers.borrow().thumbprints.get(&id) {
+            return Ok(*known);
+        }
+        let thumbprint = peer_certificate()?;
+        let mut peers = self.plugin.peers.borrow_mut();
+        if peers.thumbprints.len() >= PeerCache::MAX_CONNECTIONS {
+            peers.thumbprints.clear();
+        }
+        peers.thumbprints.insert(id, thumbprint);
+        Ok(thumbprint)
+    }
+}
+
+/// Envoy's id of the downstream connection (an unsigned 64-bit integer, 8 bytes little-endian).
+fn connection_id() -> Option<u64> {
+    let bytes = hostcalls::get_property(vec!["connection", "id"]).ok()??;
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
 }
 
 /// The thumbprint of the certificate the client presented on this TLS connection, as Envoy

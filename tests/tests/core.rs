@@ -457,3 +457,33 @@ fn invalid_configuration_is_refused_by_envoy() {
         }
     }
 }
+
+/// The connection's certificate is looked up once per connection: many requests on one
+/// keep-alive connection, with tokens bound to either client, and a second connection with the
+/// other certificate, are each judged against their own connection's certificate.
+#[test]
+fn each_keep_alive_connection_is_judged_by_its_own_certificate() {
+    let rig = start("{}");
+    let url = format!("{}/orders/42", rig.envoy.https("https"));
+    let token_a = format!("Bearer {}", rig.pki.client_a.bound_token());
+    let token_b = format!("Bearer {}", rig.pki.client_b.bound_token());
+    for http1 in [false, true] {
+        let a = client(&rig.pki, Some(&rig.pki.client_a), http1);
+        let b = client(&rig.pki, Some(&rig.pki.client_b), http1);
+        for round in 0..5 {
+            for (client, token, expected) in [
+                (&a, &token_a, 200),
+                (&b, &token_b, 200),
+                (&a, &token_b, 401),
+                (&b, &token_a, 401),
+            ] {
+                let reply = get(client, &url, &[("authorization", token.as_bytes())]);
+                assert_eq!(reply.status, expected, "round {round}, http1 {http1}");
+            }
+        }
+    }
+    // One connection per client and protocol: the requests above really shared connections.
+    let connections = rig.envoy.stat("listener.0.0.0.0_0.downstream_cx_total");
+    let total = connections.or_else(|| rig.envoy.stat("http.https.downstream_cx_total"));
+    assert_eq!(total, Some(4), "connections opened");
+}
