@@ -71,7 +71,7 @@ pub struct Forwarded {
 impl Forwarded {
     /// RFC 8705 §3.1: the thumbprint is over the DER as received, never over a re-encoding; the
     /// bytes must be one X.509 certificate and nothing after it.
-    pub(crate) fn from_der(der: Vec<u8>) -> Result<Self, Denial> {
+    pub fn from_der(der: Vec<u8>) -> Result<Self, Denial> {
         if der.len() > MAX_DER_LEN || Certificate::from_der(&der).is_err() {
             return Err(Denial::MalformedCertificate);
         }
@@ -204,6 +204,24 @@ pub(crate) fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, Denial> {
     Ok(ders)
 }
 
+/// How many PEM certificates a value holds, looking through the encodings `auto` unwraps (URL
+/// encoding, base64). At least one: it is asked of a value already read as a certificate. Only
+/// the leaf counts for the binding; this tells a person that a chain was seen.
+pub fn chain_length(value: &[u8]) -> usize {
+    let readings = [
+        Ok(value.to_vec()),
+        percent_decode(value),
+        lenient_base64(value.trim_ascii()),
+    ];
+    readings
+        .iter()
+        .filter_map(|reading| pem_certificates(reading.as_deref().ok()?).ok())
+        .map(|certificates| certificates.len())
+        .max()
+        .unwrap_or_default()
+        .max(1)
+}
+
 /// The base64 between the armour lines, whatever whitespace it was broken with.
 fn pem_body(body: &[u8]) -> Result<Vec<u8>, Denial> {
     let body: Vec<u8> = body
@@ -268,6 +286,19 @@ fn lenient_base64(value: &[u8]) -> Result<Vec<u8>, Denial> {
 #[cfg(test)]
 mod tests {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+    #[test]
+    fn counts_certificates_through_the_encodings() {
+        let one = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let two = one.repeat(2);
+        assert_eq!(super::chain_length(one.as_bytes()), 1);
+        assert_eq!(super::chain_length(two.as_bytes()), 2);
+        let escaped = two.replace(' ', "%20").replace('\n', "%0A");
+        assert_eq!(super::chain_length(escaped.as_bytes()), 2);
+        let encoded = STANDARD.encode(&two);
+        assert_eq!(super::chain_length(encoded.as_bytes()), 2);
+        assert_eq!(super::chain_length(b":MAA=:"), 1);
+    }
 
     use super::*;
     use crate::testpki::{self, Pki};
