@@ -136,7 +136,7 @@ impl Pki {
             edge: placeholder(),
             issuer,
         };
-        pki.server = pki.issue("localhost", true);
+        pki.server = pki.server();
         pki.edge = pki.issue_with_uri("edge", "spiffe://certbound.demo/edge");
         pki.write("edge.crt", &pki.edge.cert_pem);
         pki.write("edge.key", &pki.edge.key_pem);
@@ -150,41 +150,36 @@ impl Pki {
 
     /// A new client certificate issued by the test CA.
     pub fn client(&self, common_name: &str) -> Identity {
-        self.issue(common_name, false)
+        self.issue(common_name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     /// A client certificate whose subject alternative name is this URI (a SPIFFE ID).
     pub fn issue_with_uri(&self, common_name: &str, uri: &str) -> Identity {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Identity {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
+        let san = SanType::URI(uri.try_into().unwrap());
+        self.issue(common_name, vec![san], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
-    fn issue(&self, common_name: &str, server: bool) -> Identity {
+    fn server(&self) -> Identity {
+        let sans = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress([127, 0, 0, 1].into()),
+        ];
+        self.issue("localhost", sans, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    fn issue(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Identity {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        if server {
-            params.subject_alt_names = vec![
-                SanType::DnsName("localhost".try_into().unwrap()),
-                SanType::IpAddress([127, 0, 0, 1].into()),
-            ];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Identity {
             cert_pem: cert.pem(),
