@@ -76,7 +76,7 @@ pub fn parse_bundle(pem: &str) -> Result<CaBundle, String> {
             let subject = tbs.subject();
             let key = public_key(tbs.subject_public_key_info()).ok_or_else(|| {
                 format!(
-                    "forwarded_certificate_ca: certificate {position} ({subject}) has a key \
+                    "forwarded_certificate_ca: certificate {position} has a key \
                      certbound cannot verify with (supported: RSA, ECDSA P-256 and P-384, Ed25519)"
                 )
             })?;

@@ -4,10 +4,9 @@
 //! answer (or the cache's), and is then judged by the same table.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, GrpcStatusCode, LogLevel, MapType};
@@ -18,6 +17,7 @@ use crate::config::{ClaimsSource, Config, Mode};
 use crate::confirmation::{self, CnfEncoding, Confirmation};
 use crate::exempt;
 use crate::introspection::{self, Answer, Cache, Introspection};
+use crate::memo::Memo;
 use crate::pairs;
 use crate::policy::{self, Rules};
 use crate::route;
@@ -41,8 +41,36 @@ proxy_wasm::main! {{
 struct Plugin {
     config: Config,
     metrics: Metrics,
+    replies: Replies,
     cache: RefCell<Cache>,
-    peers: RefCell<PeerCache>,
+    memos: Memos,
+}
+
+/// Per worker, what decoding gave for bytes seen before ([`crate::memo`]).
+struct Memos {
+    /// Thumbprint of each connection's certificate, by connection id: a TLS connection's peer
+    /// certificate never changes (Envoy does not renegotiate) and Envoy never reuses a
+    /// connection id within a process, so the digest, which costs several times what reading
+    /// `connection.id` does, is read once per connection.
+    peers: RefCell<Memo<Option<Thumbprint>>>,
+    /// What each token's payload confirms, by token (`cnf_encoding` is the plugin's).
+    confirmations: RefCell<Memo<Result<Confirmation, Denial>>>,
+    /// Which certificate a forwarded header carries, by header value, with the proxy's own
+    /// thumbprint it was read against (XFCC's `last` element skips the proxy's). Not used with
+    /// `forwarded_certificate_ca`, whose answer depends on the time.
+    forwarded: RefCell<Memo<ForwardedAnswer>>,
+}
+
+type ForwardedAnswer = (Option<Thumbprint>, Result<Option<Thumbprint>, Denial>);
+
+impl Memos {
+    fn new() -> Self {
+        Self {
+            peers: RefCell::new(Memo::new(4096, 4096 * 8)),
+            confirmations: RefCell::new(Memo::new(1024, 1 << 20)),
+            forwarded: RefCell::new(Memo::new(1024, 4 << 20)),
+        }
+    }
 }
 
 struct Root {
@@ -80,11 +108,13 @@ impl RootContext for Root {
             .as_ref()
             .map_or(0, |introspection| introspection.cache_max_entries);
         let cache = RefCell::new(Cache::new(max_entries));
+        let replies = Replies::new(&config);
         self.plugin = Some(Rc::new(Plugin {
             config,
             metrics,
+            replies,
             cache,
-            peers: RefCell::new(PeerCache::default()),
+            memos: Memos::new(),
         }));
         true
     }
@@ -162,16 +192,6 @@ impl HttpContext for Check {
         let config = &self.plugin.config;
         let metrics = &self.plugin.metrics;
 
-        // Headers certbound writes for the upstream are never taken from the client.
-        let own_headers = [
-            config.forward_thumbprint_header.as_deref(),
-            self.audit_header(),
-        ];
-        for name in own_headers.into_iter().flatten() {
-            if remove_request_header(name).is_err() {
-                return self.deny(Denial::Internal);
-            }
-        }
         // Read and, unless a trusted proxy sent it and it is to be kept, removed on every
         // request: exempt paths and switched-off routes must not pass it on either.
         let Ok(certificate_header) = self.take_certificate_header() else {
@@ -183,7 +203,7 @@ impl HttpContext for Check {
                 Ok(Some(path)) if exempt::is_exempt(&config.exempt_paths, &path) => {
                     increment(metrics.exempt);
                     self.publish("exempt", None);
-                    return Action::Continue;
+                    return self.pass(None, None);
                 }
                 Ok(_) => {}
                 Err(()) => return self.deny(Denial::Internal),
@@ -195,7 +215,7 @@ impl HttpContext for Check {
             Ok((None, _)) => {
                 increment(metrics.exempt);
                 self.publish("off", None);
-                return Action::Continue;
+                return self.pass(None, None);
             }
             Err(()) => return self.deny(Denial::Internal),
         };
@@ -228,7 +248,12 @@ impl HttpContext for Check {
                 Introspected::Known(claims) => {
                     policy::decide_confirmation(rules, claims.map(Some), client_certificate)
                 }
-                _ => policy::decide(rules, authorization.as_deref(), client_certificate),
+                _ => policy::decide_with(
+                    rules,
+                    authorization.as_deref(),
+                    |token, encoding| self.confirmation(token, encoding),
+                    client_certificate,
+                ),
             },
             ClaimsSource::JwtAuthn => policy::decide_confirmation(
                 rules,
@@ -244,47 +269,59 @@ impl Check {
     /// Acts on a verdict: passes (with the thumbprint header), or denies, or in audit mode lets
     /// through what it would deny. `Continue` means the request may go on.
     fn act(&self, mode: Mode, verdict: Verdict) -> Action {
-        let config = &self.plugin.config;
         let metrics = &self.plugin.metrics;
         match verdict {
             Verdict::Bound(thumbprint) => {
                 increment(metrics.bound);
-                self.publish("bound", Some(&thumbprint));
-                if let Some(name) = &config.forward_thumbprint_header {
-                    let value = thumbprint.to_base64url();
-                    let added = hostcalls::set_map_value_bytes(
-                        MapType::HttpRequestHeaders,
-                        name,
-                        Some(value.as_bytes()),
-                    );
-                    if added.is_err() {
-                        return self.deny(Denial::Internal);
-                    }
-                }
-                Action::Continue
+                let encoded = thumbprint.to_base64url();
+                self.publish("bound", Some(&encoded));
+                self.pass(Some(&encoded), None)
             }
             Verdict::Unbound => {
                 increment(metrics.unbound);
                 self.publish("unbound", None);
-                Action::Continue
+                self.pass(None, None)
             }
             // certbound could not check: that denies in audit mode too.
             Verdict::Deny(Denial::Internal) => self.deny(Denial::Internal),
             Verdict::Deny(denial) if mode == Mode::Audit => {
                 increment(metrics.would_deny(denial));
-                self.publish(&format!("would_deny:{}", denial.name()), None);
+                let reply = self.plugin.replies.get(denial);
+                self.publish(reply.map_or("", |r| r.would_deny.as_str()), None);
                 self.log_denial(denial, "would deny (audit mode)");
-                if let Some(name) = &config.audit_header {
-                    let _ = hostcalls::set_map_value_bytes(
-                        MapType::HttpRequestHeaders,
-                        name,
-                        Some(denial.name().as_bytes()),
-                    );
-                }
-                Action::Continue
+                self.pass(None, Some(denial.name()))
             }
             Verdict::Deny(denial) => self.deny(denial),
         }
+    }
+
+    /// Lets the request go on. The headers certbound writes for the upstream are set to what it
+    /// decided, or removed: a client's own copy never reaches the upstream. (A denied request
+    /// never reaches it either, so only passing requests pay for this.)
+    fn pass(&self, thumbprint: Option<&str>, would_deny: Option<&str>) -> Action {
+        let config = &self.plugin.config;
+        let own = [
+            (config.forward_thumbprint_header.as_deref(), thumbprint),
+            (self.audit_header(), would_deny),
+        ];
+        for (name, value) in own {
+            let Some(name) = name else { continue };
+            let written = match value {
+                Some(value) => hostcalls::set_map_value_bytes(
+                    MapType::HttpRequestHeaders,
+                    name,
+                    Some(value.as_bytes()),
+                )
+                .map_err(|status| {
+                    warn!("certbound: cannot set request header {name}: {status:?}");
+                }),
+                None => remove_request_header(name),
+            };
+            if written.is_err() {
+                return self.deny(Denial::Internal);
+            }
+        }
+        Action::Continue
     }
 
     /// Introspects the bearer token if it needs it: from the cache, else with a callout.
@@ -381,10 +418,10 @@ impl Check {
 
     /// The status a denial is answered with: `on_error_status` for a failed introspection.
     fn status_of(&self, denial: Denial) -> u32 {
-        match (&self.plugin.config.introspection, denial) {
-            (Some(introspection), Denial::IntrospectionFailed) => introspection.on_error_status,
-            _ => denial.status(),
-        }
+        self.plugin
+            .replies
+            .get(denial)
+            .map_or(denial.status(), |reply| reply.status)
     }
 
     /// Reads `certificate_header` and removes it from the request, unless it came from a
@@ -400,8 +437,10 @@ impl Check {
         if value.is_some() {
             // Envoy hands a filter only the first copy of a header it does not join itself;
             // several copies are ambiguous, and a proxy that appends rather than replaces would
-            // let a client's own copy come first.
-            repeated = header_count(name)? > 1;
+            // let a client's own copy come first. Headers Envoy keeps inline it joins with commas
+            // into one value (for XFCC, one element list), which the filter then reads whole;
+            // counting those would cost a read of every header and always find one.
+            repeated = !joined_by_envoy(name) && header_count(name)? > 1;
             let keep = !config.strip_certificate_header && *trusted.insert(self.trusted_proxy()?);
             if !keep {
                 remove_request_header(name)?;
@@ -444,11 +483,7 @@ impl Check {
         } else {
             None
         };
-        let now = match config.forwarded_certificate_ca {
-            Some(_) => unix_now()?,
-            None => 0,
-        };
-        policy::forwarded_thumbprint(config, header.value.as_deref(), proxy, now)
+        self.forwarded_thumbprint(header.value.as_deref(), proxy)
     }
 
     /// The confirmation in the payload that jwt_authn verified and stored in dynamic metadata
@@ -558,36 +593,33 @@ impl Check {
         Ok((policy.mode.unwrap_or(Some(config.mode)), rules))
     }
 
-    /// Denies in enforce mode: counts, logs one line, publishes and answers. Internal errors
-    /// deny in audit mode too: certbound could not check, so it does not let through.
+    /// Denies in enforce mode: counts, logs one line, publishes and answers with the reply built
+    /// at configure time. Internal errors deny in audit mode too: certbound could not check, so it
+    /// does not let through.
     fn deny(&self, denial: Denial) -> Action {
         increment(self.plugin.metrics.denied(denial));
-        self.publish(&format!("denied:{}", denial.name()), None);
         self.log_denial(denial, "denied");
+        let Some(reply) = self.plugin.replies.get(denial) else {
+            // Every denial has a reply; were one missing, the request still stops here.
+            let _ = hostcalls::reset_http_request();
+            return Action::Pause;
+        };
+        self.publish(&reply.denied, None);
 
-        let status = self.status_of(denial);
         let sent = if is_grpc() {
-            // gRPC clients read grpc-status, not the HTTP status (UNAUTHENTICATED is 16; a
-            // failed authorization server is UNAVAILABLE, 14).
-            let challenge = denial.www_authenticate_at(status);
-            let code = match status {
-                503 => GrpcStatusCode::Unavailable,
-                _ => GrpcStatusCode::Unauthenticated,
-            };
+            // gRPC clients read grpc-status, not the HTTP status.
             hostcalls::send_grpc_response(
-                code,
+                reply.grpc_status,
                 Some(denial.description()),
-                vec![("www-authenticate", challenge.as_bytes())],
+                vec![("www-authenticate", reply.challenge.as_bytes())],
             )
         } else {
-            let challenge = denial.www_authenticate_at(status);
-            let body = denial.body_at(status);
             let headers = vec![
-                ("www-authenticate", challenge.as_str()),
+                ("www-authenticate", reply.challenge.as_str()),
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
             ];
-            hostcalls::send_http_response(status, headers, Some(body.as_bytes()))
+            hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
         };
         if let Err(status) = sent {
             // The reply could not be sent; resetting the stream still keeps the request out.
@@ -601,8 +633,14 @@ impl Check {
     }
 
     /// One line per denial: the reason, the method and the path without its query string
-    /// (which may hold credentials). Never the token or the certificate.
+    /// (which may hold credentials). Never the token or the certificate. Skipped, with the
+    /// header reads it needs, when Envoy's log level for wasm would drop it anyway.
     fn log_denial(&self, denial: Denial, what: &str) {
+        let logged =
+            hostcalls::get_log_level().is_ok_and(|level| level as u32 <= LogLevel::Info as u32);
+        if !logged {
+            return;
+        }
         let method = request_header(":method").ok().flatten().unwrap_or_default();
         let path = request_header(":path").ok().flatten().unwrap_or_default();
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
@@ -614,19 +652,18 @@ impl Check {
             denial.name(),
             self.status_of(denial),
         );
-        debug!("certbound: #{} {}", self.context_id, denial.description());
     }
 
     /// Filter state for access logs: `%FILTER_STATE(wasm.certbound.verdict:PLAIN)%` and
     /// `%FILTER_STATE(wasm.certbound.thumbprint:PLAIN)%`.
-    fn publish(&self, verdict: &str, thumbprint: Option<&Thumbprint>) {
+    fn publish(&self, verdict: &str, thumbprint: Option<&str>) {
         if !self.plugin.config.filter_state {
             return;
         }
         let _ = hostcalls::set_property(vec!["certbound.verdict"], Some(verdict.as_bytes()));
         if let Some(thumbprint) = thumbprint {
-            let value = thumbprint.to_base64url();
-            let _ = hostcalls::set_property(vec!["certbound.thumbprint"], Some(value.as_bytes()));
+            let _ =
+                hostcalls::set_property(vec!["certbound.thumbprint"], Some(thumbprint.as_bytes()));
         }
     }
 }
@@ -649,6 +686,11 @@ fn header_count(name: &str) -> Result<usize, ()> {
         .iter()
         .filter(|(key, _)| key.eq_ignore_ascii_case(name))
         .count())
+}
+
+/// Certificate headers that Envoy keeps among its inline request headers, whose copies it joins.
+fn joined_by_envoy(name: &str) -> bool {
+    name.eq_ignore_ascii_case("x-forwarded-client-cert")
 }
 
 fn property(path: Vec<&str>) -> Result<Option<Vec<u8>>, ()> {
@@ -693,38 +735,65 @@ fn request_header(name: &str) -> Result<Option<Vec<u8>>, ()> {
     })
 }
 
-/// The connection's certificate, per downstream connection. A TLS connection's peer certificate
-/// never changes (Envoy does not renegotiate), and Envoy never reuses a connection id within a
-/// process, so the thumbprint is read once per connection rather than once per request: the
-/// property read that computes it costs several times what reading `connection.id` does.
-#[derive(Default)]
-struct PeerCache {
-    thumbprints: HashMap<u64, Option<Thumbprint>>,
-}
-
-impl PeerCache {
-    /// Bounded: closed connections are never announced to an HTTP filter, so the map is emptied
-    /// when it reaches this size and refills from the connections still in use.
-    const MAX_CONNECTIONS: usize = 4096;
-}
-
 impl Check {
-    /// The thumbprint of the certificate the client presented on this TLS connection: cached by
-    /// connection id when Envoy reports one, read from Envoy otherwise.
+    /// The thumbprint of the certificate the client presented on this TLS connection: read from
+    /// Envoy once per connection, and on every request when Envoy reports no connection id.
     fn peer_certificate(&self) -> Result<Option<Thumbprint>, Denial> {
         let Some(id) = connection_id() else {
             return peer_certificate();
         };
-        if let Some(known) = self.plugin.peers.borrow().thumbprints.get(&id) {
-            return Ok(*known);
+        let id = id.to_le_bytes();
+        let peers = &self.plugin.memos.peers;
+        if let Some(known) = peers.try_borrow().ok().and_then(|peers| peers.get(&id)) {
+            return Ok(known);
         }
         let thumbprint = peer_certificate()?;
-        let mut peers = self.plugin.peers.borrow_mut();
-        if peers.thumbprints.len() >= PeerCache::MAX_CONNECTIONS {
-            peers.thumbprints.clear();
+        if let Ok(mut peers) = peers.try_borrow_mut() {
+            peers.insert(&id, thumbprint);
         }
-        peers.thumbprints.insert(id, thumbprint);
         Ok(thumbprint)
+    }
+
+    /// What the token's payload confirms: from the memo when this token was read before.
+    fn confirmation(&self, token: &[u8], encoding: CnfEncoding) -> Result<Confirmation, Denial> {
+        let memo = &self.plugin.memos.confirmations;
+        if let Some(known) = memo.try_borrow().ok().and_then(|memo| memo.get(token)) {
+            return known;
+        }
+        let confirmation = token::confirmation(token, encoding);
+        if let Ok(mut memo) = memo.try_borrow_mut() {
+            memo.insert(token, confirmation);
+        }
+        confirmation
+    }
+
+    /// The certificate a trusted proxy forwarded: from the memo when this header value was read
+    /// before against the same proxy certificate.
+    fn forwarded_thumbprint(
+        &self,
+        value: Option<&[u8]>,
+        proxy: Option<Thumbprint>,
+    ) -> Result<Option<Thumbprint>, Denial> {
+        let config = &self.plugin.config;
+        let memo = &self.plugin.memos.forwarded;
+        let (Some(value), None) = (value, &config.forwarded_certificate_ca) else {
+            let now = match config.forwarded_certificate_ca {
+                Some(_) => unix_now()?,
+                None => 0,
+            };
+            return policy::forwarded_thumbprint(config, value, proxy, now);
+        };
+        let known = memo.try_borrow().ok().and_then(|memo| memo.get(value));
+        if let Some((read_with, answer)) = known {
+            if read_with == proxy {
+                return answer;
+            }
+        }
+        let answer = policy::forwarded_thumbprint(config, Some(value), proxy, 0);
+        if let Ok(mut memo) = memo.try_borrow_mut() {
+            memo.insert(value, (proxy, answer));
+        }
+        answer
     }
 }
 
@@ -751,6 +820,48 @@ fn peer_certificate() -> Result<Option<Thumbprint>, Denial> {
             warn!("certbound: Envoy reported a peer certificate digest that is not 64 hex digits");
             Denial::Internal
         }),
+    }
+}
+
+/// The local reply for each denial, built once at configure time: the status (with
+/// `on_error_status` applied), the `WWW-Authenticate` challenge, the JSON body, and the verdicts
+/// published as filter state.
+struct Replies(Vec<Reply>);
+
+struct Reply {
+    status: u32,
+    grpc_status: GrpcStatusCode,
+    challenge: String,
+    body: String,
+    denied: String,
+    would_deny: String,
+}
+
+impl Replies {
+    fn new(config: &Config) -> Self {
+        let replies = Denial::ALL.iter().map(|&denial| {
+            let status = match (&config.introspection, denial) {
+                (Some(introspection), Denial::IntrospectionFailed) => introspection.on_error_status,
+                _ => denial.status(),
+            };
+            Reply {
+                status,
+                // UNAUTHENTICATED (16); a failed authorization server is UNAVAILABLE (14).
+                grpc_status: match status {
+                    503 => GrpcStatusCode::Unavailable,
+                    _ => GrpcStatusCode::Unauthenticated,
+                },
+                challenge: denial.www_authenticate_at(status),
+                body: denial.body_at(status),
+                denied: format!("denied:{}", denial.name()),
+                would_deny: format!("would_deny:{}", denial.name()),
+            }
+        });
+        Self(replies.collect())
+    }
+
+    fn get(&self, denial: Denial) -> Option<&Reply> {
+        self.0.get(denial.index())
     }
 }
 

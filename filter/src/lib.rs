@@ -1,7 +1,7 @@
 //! certbound: an Envoy WebAssembly HTTP filter that enforces OAuth 2.0 certificate-bound access
 //! tokens (RFC 8705).
 //!
-//! The decision code (token, confirmation, thumbprint, policy, config, verdict, introspection,
+//! The decision code (token, confirmation, thumbprint, policy, config, verdict, introspection, memo,
 //! and for forwarded client certificates certificate, xfcc, trust, ca) never touches proxy-wasm and is
 //! unit-tested natively. Only `host`, built for wasm32, talks to Envoy.
 
@@ -11,6 +11,7 @@ pub mod config;
 pub mod confirmation;
 pub mod exempt;
 pub mod introspection;
+pub mod memo;
 pub mod pairs;
 pub mod policy;
 pub mod route;

@@ -35,7 +35,23 @@ pub fn decide(
     authorization: Option<&[u8]>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Verdict {
-    match judge(rules, authorization, client_certificate) {
+    decide_with(
+        rules,
+        authorization,
+        token::confirmation,
+        client_certificate,
+    )
+}
+
+/// [`decide`], with the token's confirmation read by `read_confirmation`: the filter passes
+/// [`token::confirmation`] behind a memo of earlier answers.
+pub fn decide_with(
+    rules: Rules,
+    authorization: Option<&[u8]>,
+    read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
+    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
+) -> Verdict {
+    match judge(rules, authorization, read_confirmation, client_certificate) {
         Ok(verdict) => verdict,
         Err(denial) => Verdict::Deny(denial),
     }
@@ -57,12 +73,13 @@ pub fn decide_confirmation(
 fn judge(
     rules: Rules,
     authorization: Option<&[u8]>,
+    read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Result<Verdict, Denial> {
     let confirmation = match token::bearer(authorization)? {
         None => None,
         Some(token) if token.len() > rules.max_token_bytes => return Err(Denial::TokenTooLarge),
-        Some(token) => Some(token::confirmation(token, rules.cnf_encoding)?),
+        Some(token) => Some(read_confirmation(token, rules.cnf_encoding)?),
     };
     judge_confirmation(rules, confirmation, client_certificate)
 }

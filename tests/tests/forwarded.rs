@@ -385,6 +385,41 @@ fn edge_envoy_forwards_xfcc_trusted_by_identity() {
         200,
         "A straight to the inner listener"
     );
+
+    // From the edge's own certificate, two XFCC lines are one element list: Envoy joins the
+    // copies of this inline header, so the filter reads them as it reads one comma-separated
+    // header, and the last element before the one this Envoy appends counts.
+    let as_edge = client_from(&pki, Some(&pki.edge), false, None);
+    let hash_a = format!("Hash={}", pki.client_a.x5t_hex());
+    let hash_b = format!("Hash={}", pki.client_b.x5t_hex());
+    let b_then_a = [
+        ("x-forwarded-client-cert", hash_b.as_bytes()),
+        ("x-forwarded-client-cert", hash_a.as_bytes()),
+    ];
+    let reply = get(&as_edge, &direct, &[auth_a, b_then_a[0], b_then_a[1]]);
+    assert_eq!(
+        reply.status, 200,
+        "two XFCC lines, A's last: {}",
+        reply.body
+    );
+    let joined = format!("{hash_b},{hash_a}");
+    let reply = get(
+        &as_edge,
+        &direct,
+        &[auth_a, ("x-forwarded-client-cert", joined.as_bytes())],
+    );
+    assert_eq!(
+        reply.status, 200,
+        "one joined XFCC, A's last: {}",
+        reply.body
+    );
+    let reply = get(&as_edge, &direct, &[auth_a, b_then_a[1], b_then_a[0]]);
+    expect_denial(
+        &reply,
+        &inner,
+        "thumbprint_mismatch",
+        "two XFCC lines, B's last",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ enum Read {
     Digest,
     ConnectionId,
     Xfcc,
+    Path,
+    Pairs,
 }
 
 struct Root(Read);
@@ -38,6 +40,8 @@ impl RootContext for Root {
             Some(b"digest") => Read::Digest,
             Some(b"connection-id") => Read::ConnectionId,
             Some(b"xfcc") => Read::Xfcc,
+            Some(b"path") => Read::Path,
+            Some(b"pairs") => Read::Pairs,
             Some(b"header") | None => Read::Header,
             Some(_) => return false,
         };
@@ -72,6 +76,12 @@ impl HttpContext for Probe {
             }
             Read::Xfcc => {
                 black_box(header("x-forwarded-client-cert").ok());
+            }
+            Read::Path => {
+                black_box(header(":path").ok());
+            }
+            Read::Pairs => {
+                black_box(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok());
             }
         }
         Action::Continue
