@@ -5,7 +5,9 @@
 //! - `digest`: the property `connection.sha256_peer_certificate_digest`;
 //! - `connection-id`: the property `connection.id` (what a per-connection cache would key on);
 //! - `xfcc`: the header `x-forwarded-client-cert` (Envoy's own, with `Hash`, set by the
-//!   connection manager).
+//!   connection manager);
+//! - `path`: the header `:path` (a second header read, as `exempt_paths` makes);
+//! - `pairs`: every request header in one map read (`proxy_get_header_map_pairs`).
 //!
 //! A probe never answers: it only reads, so that its cost above the empty filter is the reads.
 
