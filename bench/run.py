@@ -516,30 +516,38 @@ def instructions(args, key, tls, filters, extra, clusters, clients):
     envoy.variant, envoy.admin, envoy.log, envoy.process = key, admin, log, process
     try:
         envoy.ready(time.time() + 300)
-        helper = None
 
         def batch(requests):
+            """Sends `requests` (split between the clients); returns what was sent and problems."""
             per_client = requests // len(clients)
             runs = [oha(args, port, tls, c, 1, None, requests=per_client) for c in clients]
             problems = []
-            for client, run in zip(clients, runs):
-                stdout, stderr = run.communicate()
-                if run.returncode != 0:
-                    raise SystemExit(f"bench: oha failed for {key} {client.name} under callgrind:\n{stderr}")
-                statuses = {int(k): v for k, v in json.loads(stdout).get("statusCodeDistribution", {}).items()}
-                if statuses != {client.expect: per_client}:
-                    problems.append(f"{client.name} under callgrind: expected {per_client}× {client.expect}, got {statuses}")
-            return problems
+            try:
+                for client, run in zip(clients, runs):
+                    stdout, stderr = run.communicate()
+                    if run.returncode != 0:
+                        raise SystemExit(f"bench: oha failed for {key} {client.name} under callgrind:\n{stderr}")
+                    statuses = {int(k): v for k, v in json.loads(stdout).get("statusCodeDistribution", {}).items()}
+                    if statuses != {client.expect: per_client}:
+                        problems.append(f"{client.name} under callgrind: expected {per_client}× {client.expect}, "
+                                        f"got {statuses}")
+            finally:
+                for run in runs:
+                    if run.poll() is None:
+                        run.kill()
+            return per_client * len(clients), problems
 
-        problems = batch(BATCHES[0])  # warm-up: the VM's first requests, V8's tier-up
-        counts = []
+        _, problems = batch(BATCHES[0])  # warm-up: the VM's first requests, V8's tier-up
+        counts, sent = [], []
         for requests in BATCHES:
             subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)
-            problems += batch(requests)
+            answered, batch_problems = batch(requests)
             subprocess.run(["callgrind_control", "-i", "off", str(process.pid)], check=True, capture_output=True)
             subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
+            problems += batch_problems
+            sent.append(answered)
             counts.append(callgrind_totals(out))
-        per_request = (counts[1] - counts[0]) / (BATCHES[1] - BATCHES[0])
+        per_request = (counts[1] - counts[0]) / (sent[1] - sent[0])
         return {"instructions_per_request": per_request, "problems": problems}
     finally:
         process.terminate()

@@ -196,8 +196,8 @@ impl Config {
         }
     }
 
-    /// Headers certbound writes are removed from the client's request first, so one of them
-    /// named like a header certbound reads would erase what it is about to judge.
+    /// Headers certbound writes replace or remove the client's copies, so one of them named like
+    /// a header certbound reads would erase what it is about to judge.
     fn check_header_names(&self) -> Result<(), ConfigError> {
         let named = [
             ("certificate_header", self.certificate_header.as_deref()),

@@ -31,10 +31,10 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None }) });
 }}
 
-/// What every request of this plugin shares: the configuration, the counters and the
-/// introspection cache.
+/// What every request of this plugin shares: the configuration, the counters, the replies, the
+/// introspection cache and the memos.
 ///
-/// The cache lives here, in the VM's memory: Envoy runs one VM per worker thread, and a worker
+/// The caches live here, in the VM's memory: Envoy runs one VM per worker thread, and a worker
 /// handles one request at a time, so a `RefCell` needs no lock and every stream of the worker
 /// sees every answer. Shared data (proxy_set_shared_data) would span workers, but it cannot
 /// delete or enumerate keys, so it could not be kept bounded.
@@ -53,8 +53,8 @@ struct Memos {
     /// connection id within a process, so the digest, which costs several times what reading
     /// `connection.id` does, is read once per connection.
     peers: RefCell<Memo<Option<Thumbprint>>>,
-    /// What each token's payload confirms, by token (`cnf_encoding` is the plugin's).
-    confirmations: RefCell<Memo<Result<Confirmation, Denial>>>,
+    /// What each token's payload confirms, by token, with the `cnf_encoding` it was read with.
+    confirmations: RefCell<Memo<(CnfEncoding, Result<Confirmation, Denial>)>>,
     /// Which certificate a forwarded header carries, by header value, with the proxy's own
     /// thumbprint it was read against (XFCC's `last` element skips the proxy's). Not used with
     /// `forwarded_certificate_ca`, whose answer depends on the time.
@@ -636,9 +636,7 @@ impl Check {
     /// (which may hold credentials). Never the token or the certificate. Skipped, with the
     /// header reads it needs, when Envoy's log level for wasm would drop it anyway.
     fn log_denial(&self, denial: Denial, what: &str) {
-        let logged =
-            hostcalls::get_log_level().is_ok_and(|level| level as u32 <= LogLevel::Info as u32);
-        if !logged {
+        if host_log_level() > LogLevel::Info as u32 {
             return;
         }
         let method = request_header(":method").ok().flatten().unwrap_or_default();
@@ -686,6 +684,25 @@ fn header_count(name: &str) -> Result<usize, ()> {
         .iter()
         .filter(|(key, _)| key.eq_ignore_ascii_case(name))
         .count())
+}
+
+/// Envoy's log level for wasm code, as the host's integer: spdlog's 0 (trace) to 5 (critical), and
+/// 6 (off). proxy-wasm 0.2's `get_log_level` reads it into an enum that has no "off" and panics
+/// when the call fails; this reads an integer, and a failed call reads as 0, which logs.
+fn host_log_level() -> u32 {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        #[link_name = "proxy_get_log_level"]
+        fn get_log_level(return_level: *mut u32) -> u32;
+    }
+    let mut level = 0_u32;
+    // SAFETY: the host writes one u32 through the pointer, which is valid for the whole call.
+    let status = unsafe { get_log_level(&mut level) };
+    if status == 0 {
+        level
+    } else {
+        0
+    }
 }
 
 /// Certificate headers that Envoy keeps among its inline request headers, whose copies it joins.
@@ -757,12 +774,15 @@ impl Check {
     /// What the token's payload confirms: from the memo when this token was read before.
     fn confirmation(&self, token: &[u8], encoding: CnfEncoding) -> Result<Confirmation, Denial> {
         let memo = &self.plugin.memos.confirmations;
-        if let Some(known) = memo.try_borrow().ok().and_then(|memo| memo.get(token)) {
-            return known;
+        let known = memo.try_borrow().ok().and_then(|memo| memo.get(token));
+        if let Some((read_with, confirmation)) = known {
+            if read_with == encoding {
+                return confirmation;
+            }
         }
         let confirmation = token::confirmation(token, encoding);
         if let Ok(mut memo) = memo.try_borrow_mut() {
-            memo.insert(token, confirmation);
+            memo.insert(token, (encoding, confirmation));
         }
         confirmation
     }
@@ -776,7 +796,10 @@ impl Check {
     ) -> Result<Option<Thumbprint>, Denial> {
         let config = &self.plugin.config;
         let memo = &self.plugin.memos.forwarded;
-        let (Some(value), None) = (value, &config.forwarded_certificate_ca) else {
+        let memoizable =
+            value.is_some_and(|value| value.len() <= config.max_certificate_header_bytes);
+        let (Some(value), None, true) = (value, &config.forwarded_certificate_ca, memoizable)
+        else {
             let now = match config.forwarded_certificate_ca {
                 Some(_) => unix_now()?,
                 None => 0,

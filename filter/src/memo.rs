@@ -31,8 +31,13 @@ impl<V: Clone> Memo<V> {
         self.entries.get(key).cloned()
     }
 
+    /// Keeps `value` for `key`, in place of an earlier one.
     pub fn insert(&mut self, key: &[u8], value: V) {
-        if key.len() > self.max_bytes / 64 || self.entries.contains_key(key) {
+        if key.len() > self.max_bytes / 64 {
+            return;
+        }
+        if let Some(kept) = self.entries.get_mut(key) {
+            *kept = value;
             return;
         }
         if self.entries.len() >= self.max_entries || self.bytes + key.len() > self.max_bytes {
@@ -64,9 +69,10 @@ mod tests {
         for other in [&b"a.b."[..], b"a.b.cc", b"A.b.c", b""] {
             assert_eq!(memo.get(other), None);
         }
-        // The first value stays: the function is pure, so a second one would be the same.
+        // A later value replaces the earlier one, and the key is counted once.
         memo.insert(b"a.b.c", 2);
-        assert_eq!(memo.get(b"a.b.c"), Some(1));
+        assert_eq!(memo.get(b"a.b.c"), Some(2));
+        assert_eq!((memo.len(), memo.bytes), (1, 5));
     }
 
     #[test]

@@ -213,6 +213,22 @@ impl Rig {
         )
     }
 
+    /// One request over a new connection that also carries the client's own copies of the
+    /// headers certbound writes for the upstream.
+    fn call_forging(&self, identity: Option<&Identity>, token: &str) -> Reply {
+        let client = client(&self.pki, identity, false);
+        let authorization = format!("Bearer {token}");
+        get(
+            &client,
+            &format!("{}/orders/7", self.envoy.https("https")),
+            &[
+                ("authorization", authorization.as_bytes()),
+                ("x-client-cert-thumbprint", b"forged"),
+                ("x-certbound-audit", b"forged"),
+            ],
+        )
+    }
+
     /// Asserts a denial: status, RFC 6750 error code and certbound's log line.
     fn expect_denied(&self, row: &str, reply: &Reply, status: u16, error: &str, reason: &str) {
         assert_eq!(reply.status, status, "{row}: {}", reply.body);
@@ -330,6 +346,53 @@ fn opaque_tokens_are_enforced_with_the_binding_from_introspection_and_cached() {
         expected.as_str(),
     ] {
         assert!(!log.contains(secret), "{secret} in Envoy's log");
+    }
+}
+
+/// The request waits for the introspection answer; when it goes on, the client's copies of the
+/// headers certbound writes are replaced or removed all the same, in enforce and in audit mode.
+#[test]
+fn forged_headers_do_not_survive_the_wait_for_introspection() {
+    let audit_config = json!({
+        "mode": "audit",
+        "forward_thumbprint_header": "x-client-cert-thumbprint",
+        "introspection": {"cluster": "introspection", "client_id": CLIENT_ID,
+                          "client_secret": CLIENT_SECRET},
+    })
+    .to_string();
+    for config in [None, Some(audit_config.as_str())] {
+        let audit_mode = config.is_some();
+        let server = IntrospectionServer::start();
+        let pki = Pki::new();
+        server.answer("opaque-bound-to-a", bound_to(&pki.client_a));
+        server.answer("opaque-unbound", json!({"active": true}));
+        server.answer("opaque-revoked", json!({"active": false}));
+        let rig = start(pki, config, server.port);
+        let a = &rig.pki.client_a;
+        for (token, thumbprint, would_deny) in [
+            ("opaque-bound-to-a", Some(a.x5t_s256()), None),
+            ("opaque-unbound", None, None),
+            ("opaque-revoked", None, Some("inactive_token")),
+        ] {
+            let row = format!("audit mode {audit_mode}, {token}");
+            let reply = rig.call_forging(Some(a), token);
+            if !audit_mode && would_deny.is_some() {
+                rig.expect_denied(&row, &reply, 401, "invalid_token", "inactive_token");
+                continue;
+            }
+            assert_eq!(reply.status, 200, "{row}: {}", reply.body);
+            let seen = rig.upstream.requests().pop().unwrap();
+            assert_eq!(
+                seen.header("x-client-cert-thumbprint"),
+                thumbprint.as_deref(),
+                "{row}"
+            );
+            // The audit header is certbound's only where a request may be audited.
+            if audit_mode {
+                assert_eq!(seen.header("x-certbound-audit"), would_deny, "{row}");
+            }
+        }
+        assert_eq!(server.calls().len(), 3);
     }
 }
 
