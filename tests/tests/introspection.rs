@@ -204,28 +204,33 @@ fn start(pki: Pki, plugin_config: Option<&str>, introspection_port: u16) -> Rig 
 impl Rig {
     /// One request over a new connection, with `identity`'s certificate if any.
     fn call(&self, identity: Option<&Identity>, token: &str) -> Reply {
-        let client = client(&self.pki, identity, false);
-        let authorization = format!("Bearer {token}");
-        get(
-            &client,
-            &format!("{}/orders/7", self.envoy.https("https")),
-            &[("authorization", authorization.as_bytes())],
-        )
+        self.call_with(identity, token, &[])
     }
 
-    /// One request over a new connection that also carries the client's own copies of the
-    /// headers certbound writes for the upstream.
+    /// The same request, also carrying the client's own copies of the headers certbound writes
+    /// for the upstream.
     fn call_forging(&self, identity: Option<&Identity>, token: &str) -> Reply {
+        let forged: &[(&str, &[u8])] = &[
+            ("x-client-cert-thumbprint", b"forged"),
+            ("x-certbound-audit", b"forged"),
+        ];
+        self.call_with(identity, token, forged)
+    }
+
+    fn call_with(
+        &self,
+        identity: Option<&Identity>,
+        token: &str,
+        extra: &[(&str, &[u8])],
+    ) -> Reply {
         let client = client(&self.pki, identity, false);
         let authorization = format!("Bearer {token}");
+        let mut headers = vec![("authorization", authorization.as_bytes())];
+        headers.extend_from_slice(extra);
         get(
             &client,
             &format!("{}/orders/7", self.envoy.https("https")),
-            &[
-                ("authorization", authorization.as_bytes()),
-                ("x-client-cert-thumbprint", b"forged"),
-                ("x-certbound-audit", b"forged"),
-            ],
+            &headers,
         )
     }
 
