@@ -385,6 +385,7 @@ def variants(args):
         "xfcc": "probe: Authorization + xfcc",
         "path": "probe: Authorization + :path",
         "pairs": "probe: Authorization + all headers (one map read)",
+        "counters": "probe: Authorization + connection-id + two counter increments",
     }
     for read, label in probes.items():
         extra = sanitize_set if read == "xfcc" else None

@@ -3,8 +3,9 @@
 //! An opaque token is introspected with an HTTP callout: the request waits, paused, for the
 //! answer (or the cache's), and is then judged by the same table.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
@@ -77,7 +78,15 @@ struct Root {
     plugin: Option<Rc<Plugin>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// The VM is stopping (a new configuration, or Envoy shutting down): hand over the counts.
+    fn on_done(&mut self) -> bool {
+        if let Some(plugin) = &self.plugin {
+            plugin.metrics.flush();
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     /// Returning `false` makes Envoy refuse the plugin, so a bad configuration never runs open.
@@ -116,7 +125,14 @@ impl RootContext for Root {
             cache,
             memos: Memos::new(),
         }));
+        self.set_tick_period(FLUSH_PERIOD);
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            plugin.metrics.flush();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -201,7 +217,7 @@ impl HttpContext for Check {
         if !config.exempt_paths.is_empty() {
             match request_header(":path") {
                 Ok(Some(path)) if exempt::is_exempt(&config.exempt_paths, &path) => {
-                    increment(metrics.exempt);
+                    metrics.count(Counter::Exempt);
                     self.publish("exempt", None);
                     return self.pass(None, None);
                 }
@@ -213,14 +229,14 @@ impl HttpContext for Check {
         let (mode, rules) = match self.route_policy() {
             Ok((Some(mode), rules)) => (mode, rules),
             Ok((None, _)) => {
-                increment(metrics.exempt);
+                metrics.count(Counter::Exempt);
                 self.publish("off", None);
                 return self.pass(None, None);
             }
             Err(()) => return self.deny(Denial::Internal),
         };
 
-        increment(metrics.checked);
+        metrics.count(Counter::Checked);
         let authorization = match config.claims_source {
             ClaimsSource::Header => match request_header("authorization") {
                 Ok(authorization) => authorization,
@@ -272,20 +288,20 @@ impl Check {
         let metrics = &self.plugin.metrics;
         match verdict {
             Verdict::Bound(thumbprint) => {
-                increment(metrics.bound);
+                metrics.count(Counter::Bound);
                 let encoded = thumbprint.to_base64url();
                 self.publish("bound", Some(&encoded));
                 self.pass(Some(&encoded), None)
             }
             Verdict::Unbound => {
-                increment(metrics.unbound);
+                metrics.count(Counter::Unbound);
                 self.publish("unbound", None);
                 self.pass(None, None)
             }
             // certbound could not check: that denies in audit mode too.
             Verdict::Deny(Denial::Internal) => self.deny(Denial::Internal),
             Verdict::Deny(denial) if mode == Mode::Audit => {
-                increment(metrics.would_deny(denial));
+                metrics.count(Counter::WouldDeny(denial));
                 let reply = self.plugin.replies.get(denial);
                 self.publish(reply.map_or("", |r| r.would_deny.as_str()), None);
                 self.log_denial(denial, "would deny (audit mode)");
@@ -345,11 +361,11 @@ impl Check {
 
         let key = introspection::cache_key(token);
         if let Some(claims) = self.plugin.cache.borrow().get(&key, now) {
-            increment(self.plugin.metrics.introspection_cache_hits);
+            self.plugin.metrics.count(Counter::IntrospectionCacheHits);
             return Introspected::Known(claims);
         }
 
-        increment(self.plugin.metrics.introspection_calls);
+        self.plugin.metrics.count(Counter::IntrospectionCalls);
         let body = introspection::request_body(token);
         let sent = self.dispatch_http_call(
             &introspection.cluster,
@@ -597,7 +613,7 @@ impl Check {
     /// at configure time. Internal errors deny in audit mode too: certbound could not check, so it
     /// does not let through.
     fn deny(&self, denial: Denial) -> Action {
-        increment(self.plugin.metrics.denied(denial));
+        self.plugin.metrics.count(Counter::Denied(denial));
         self.log_denial(denial, "denied");
         let Some(reply) = self.plugin.replies.get(denial) else {
             // Every denial has a reply; were one missing, the request still stops here.
@@ -889,49 +905,100 @@ impl Replies {
 }
 
 /// Counters, defined once per VM. Envoy lists them under `wasmcustom.certbound.*` in `/stats`.
+///
+/// A request adds to a count kept in the VM's memory; the root context hands the counts to Envoy
+/// on its tick ([`FLUSH_PERIOD`]) and when the VM stops. Each `proxy_increment_metric` is a
+/// crossing into the host that costs about what a header read does, so a request that made its
+/// own would pay two of them; batched, a worker makes a few per second. Envoy flushes stats to
+/// its sinks every five seconds by default, so a sink sees no difference; `/stats` read at once
+/// after a request may be up to one period behind.
 struct Metrics {
-    checked: u32,
-    exempt: u32,
-    bound: u32,
-    unbound: u32,
-    introspection_calls: u32,
-    introspection_cache_hits: u32,
-    denied: Vec<u32>,
-    would_deny: Vec<u32>,
+    /// Envoy's id for each counter, by [`Counter::slot`].
+    ids: Vec<u32>,
+    /// What each counter has gained since it was last handed to Envoy, by [`Counter::slot`].
+    pending: Vec<Cell<u64>>,
+}
+
+/// How often the counts kept in the VM are handed to Envoy.
+const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+/// What certbound counts.
+#[derive(Clone, Copy)]
+enum Counter {
+    Checked,
+    Exempt,
+    Bound,
+    Unbound,
+    IntrospectionCalls,
+    IntrospectionCacheHits,
+    Denied(Denial),
+    WouldDeny(Denial),
+}
+
+impl Counter {
+    /// The counters without a reason, in slot order, with their names.
+    const PLAIN: [(Counter, &'static str); 6] = [
+        (Counter::Checked, "certbound.checked"),
+        (Counter::Exempt, "certbound.exempt"),
+        (Counter::Bound, "certbound.passed.bound"),
+        (Counter::Unbound, "certbound.passed.unbound"),
+        (Counter::IntrospectionCalls, "certbound.introspection.calls"),
+        (Counter::IntrospectionCacheHits, "certbound.introspection.cache_hits"),
+    ];
+
+    /// Position in [`Metrics::ids`]: the plain counters, then one per denial reason for
+    /// `denied`, then one per reason for `audit.would_deny`.
+    fn slot(self) -> usize {
+        let reasons = Denial::ALL.len();
+        match self {
+            Counter::Checked => 0,
+            Counter::Exempt => 1,
+            Counter::Bound => 2,
+            Counter::Unbound => 3,
+            Counter::IntrospectionCalls => 4,
+            Counter::IntrospectionCacheHits => 5,
+            Counter::Denied(denial) => Self::PLAIN.len() + denial.index(),
+            Counter::WouldDeny(denial) => Self::PLAIN.len() + reasons + denial.index(),
+        }
+    }
 }
 
 impl Metrics {
     fn define() -> Result<Self, Status> {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name);
-        let per_reason = |prefix: &str| {
+        let plain = Counter::PLAIN.iter().map(|(_, name)| name.to_string());
+        let per_reason = |prefix: &'static str| {
             Denial::ALL
                 .iter()
-                .map(|denial| counter(&format!("{prefix}.{}", denial.name())))
-                .collect::<Result<Vec<u32>, Status>>()
+                .map(move |denial| format!("{prefix}.{}", denial.name()))
         };
-        Ok(Self {
-            checked: counter("certbound.checked")?,
-            exempt: counter("certbound.exempt")?,
-            bound: counter("certbound.passed.bound")?,
-            unbound: counter("certbound.passed.unbound")?,
-            introspection_calls: counter("certbound.introspection.calls")?,
-            introspection_cache_hits: counter("certbound.introspection.cache_hits")?,
-            denied: per_reason("certbound.denied")?,
-            would_deny: per_reason("certbound.audit.would_deny")?,
-        })
+        let names = plain
+            .chain(per_reason("certbound.denied"))
+            .chain(per_reason("certbound.audit.would_deny"));
+        let ids = names
+            .map(|name| hostcalls::define_metric(MetricType::Counter, &name))
+            .collect::<Result<Vec<u32>, Status>>()?;
+        let pending = ids.iter().map(|_| Cell::new(0)).collect();
+        Ok(Self { ids, pending })
     }
 
-    fn denied(&self, denial: Denial) -> Option<u32> {
-        self.denied.get(denial.index()).copied()
+    fn count(&self, counter: Counter) {
+        if let Some(pending) = self.pending.get(counter.slot()) {
+            pending.set(pending.get().saturating_add(1));
+        }
     }
 
-    fn would_deny(&self, denial: Denial) -> Option<u32> {
-        self.would_deny.get(denial.index()).copied()
-    }
-}
-
-fn increment(metric: impl Into<Option<u32>>) {
-    if let Some(id) = metric.into() {
-        let _ = hostcalls::increment_metric(id, 1);
+    /// Hands what was counted since the last flush to Envoy. A count Envoy refuses is kept for
+    /// the next flush.
+    fn flush(&self) {
+        for (&id, pending) in self.ids.iter().zip(&self.pending) {
+            let count = pending.take();
+            if count == 0 {
+                continue;
+            }
+            let delta = i64::try_from(count).unwrap_or(i64::MAX);
+            if hostcalls::increment_metric(id, delta).is_err() {
+                pending.set(count);
+            }
+        }
     }
 }

@@ -32,6 +32,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+/// How often certbound hands its counts to Envoy (`FLUSH_PERIOD` in filter/src/host.rs).
+pub const COUNTER_FLUSH: Duration = Duration::from_secs(1);
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -437,6 +440,37 @@ impl Envoy {
         stats
             .lines()
             .find_map(|line| line.strip_prefix(&format!("{name}: "))?.parse().ok())
+    }
+
+    /// A certbound counter (`wasmcustom.certbound.NAME`) once it reads `expected`, else what it
+    /// reads after three of certbound's flush periods: the filter hands its counts to Envoy once
+    /// a second, not on every request.
+    pub fn counter(&self, name: &str, expected: u64) -> Option<u64> {
+        let name = format!("wasmcustom.certbound.{name}");
+        let deadline = Instant::now() + 3 * COUNTER_FLUSH;
+        loop {
+            let value = self.stat(&name);
+            if value == Some(expected) || Instant::now() > deadline {
+                return value;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A certbound counter once it has stopped moving: read again after each flush period
+    /// until two reads agree (for when the load is over but its total is not known).
+    pub fn settled_counter(&self, name: &str) -> Option<u64> {
+        let name = format!("wasmcustom.certbound.{name}");
+        let mut last = self.stat(&name);
+        for _ in 0..10 {
+            thread::sleep(COUNTER_FLUSH + Duration::from_millis(200));
+            let now = self.stat(&name);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
     }
 
     pub fn log(&self) -> String {

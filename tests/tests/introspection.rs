@@ -245,10 +245,9 @@ impl Rig {
         );
     }
 
-    fn stat(&self, name: &str) -> u64 {
-        self.envoy
-            .stat(&format!("wasmcustom.certbound.{name}"))
-            .unwrap_or_default()
+    /// A certbound counter, once it reads `expected` (or after the wait for it runs out).
+    fn counter(&self, name: &str, expected: u64) -> u64 {
+        self.envoy.counter(name, expected).unwrap_or_default()
     }
 }
 
@@ -335,9 +334,9 @@ fn opaque_tokens_are_enforced_with_the_binding_from_introspection_and_cached() {
         assert_eq!(call.authorization, expected);
     }
 
-    assert_eq!(rig.stat("introspection.calls"), 4);
-    assert_eq!(rig.stat("introspection.cache_hits"), 5);
-    assert_eq!(rig.stat("denied.inactive_token"), 3);
+    assert_eq!(rig.counter("introspection.calls", 4), 4);
+    assert_eq!(rig.counter("introspection.cache_hits", 5), 5);
+    assert_eq!(rig.counter("denied.inactive_token", 3), 3);
 
     // No token and no secret in Envoy's log.
     let log = rig.envoy.log();
@@ -477,7 +476,7 @@ fn every_failure_of_the_endpoint_denies() {
         causes.iter().any(|l| l.contains("not a JSON object")),
         "{causes:#?}"
     );
-    assert_eq!(rig.stat("denied.introspection_failed"), 4);
+    assert_eq!(rig.counter("denied.introspection_failed", 4), 4);
     assert_eq!(rig.upstream.count(), 0);
     assert!(!rig.envoy.log().contains("slow-1"));
 }

@@ -7,7 +7,9 @@
 //! - `xfcc`: the header `x-forwarded-client-cert` (Envoy's own, with `Hash`, set by the
 //!   connection manager);
 //! - `path`: the header `:path` (a second header read, as `exempt_paths` makes);
-//! - `pairs`: every request header in one map read (`proxy_get_header_map_pairs`).
+//! - `pairs`: every request header in one map read (`proxy_get_header_map_pairs`);
+//! - `counters`: the property `connection.id` and two counter increments (certbound counts every
+//!   checked request and its verdict).
 //!
 //! A probe never answers: it only reads, so that its cost above the empty filter is the reads.
 
@@ -15,10 +17,10 @@ use std::hint::black_box;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root(Read::Header)) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root(Read::Header, [0; 2])) });
 }}
 
 #[derive(Clone, Copy)]
@@ -29,9 +31,10 @@ enum Read {
     Xfcc,
     Path,
     Pairs,
+    Counters,
 }
 
-struct Root(Read);
+struct Root(Read, [u32; 2]);
 
 impl Context for Root {}
 
@@ -44,9 +47,16 @@ impl RootContext for Root {
             Some(b"xfcc") => Read::Xfcc,
             Some(b"path") => Read::Path,
             Some(b"pairs") => Read::Pairs,
+            Some(b"counters") => Read::Counters,
             Some(b"header") | None => Read::Header,
             Some(_) => return false,
         };
+        for (slot, name) in self.1.iter_mut().zip(["probe.checked", "probe.verdict"]) {
+            match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => *slot = id,
+                Err(_) => return false,
+            }
+        }
         true
     }
 
@@ -55,11 +65,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Probe(self.0)))
+        Some(Box::new(Probe(self.0, self.1)))
     }
 }
 
-struct Probe(Read);
+struct Probe(Read, [u32; 2]);
 
 impl Context for Probe {}
 
@@ -84,6 +94,12 @@ impl HttpContext for Probe {
             }
             Read::Pairs => {
                 black_box(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok());
+            }
+            Read::Counters => {
+                black_box(hostcalls::get_property(vec!["connection", "id"]).ok());
+                for id in self.1 {
+                    black_box(hostcalls::increment_metric(id, 1).ok());
+                }
             }
         }
         Action::Continue
