@@ -378,6 +378,8 @@ def variants(args):
                   Client("match-2", "client-a", {"authorization": a_token}, 200)]
     found.append(("c-allow", "(c) certbound, matching tokens only (diagnostic)", True,
                   [with_wasm(certbound, args.certbound_wasm)], None, [], allow_only))
+    found.append(("c-min-allow", "(c) minimal configuration, matching tokens only (diagnostic)", True,
+                  [minimal], None, [], allow_only))
     probes = {
         "header": "probe: Authorization only",
         "digest": "probe: Authorization + digest",
@@ -652,9 +654,11 @@ def report(args, rows, rate, sizes, core_table, started, load_before, load_after
         return "\n".join(lines) + "\n", []
     size = sizes["certbound.wasm (opt-level 3, shipped)"]
     targets = [
-        ("(c) ≤ 4 µs Envoy CPU/req above (b)", f"{cpu('c') - cpu('b'):+.1f} µs "
-         f"({ins('c') - ins('b'):+.0f} instructions; minimal configuration {cpu('c-min') - cpu('b'):+.1f} µs, "
-         f"{ins('c-min') - ins('b'):+.0f} instructions)", cpu("c") - cpu("b") <= 4),
+        ("(c) ≤ 4 µs Envoy CPU/req above (b): the check (minimal configuration)",
+         f"{cpu('c-min') - cpu('b'):+.1f} µs ({ins('c-min') - ins('b'):+.0f} instructions)",
+         cpu("c-min") - cpu("b") <= 4),
+        ("(c) ≤ 4 µs Envoy CPU/req above (b): envoy/envoy.yaml's configuration (every feature on)",
+         f"{cpu('c') - cpu('b'):+.1f} µs ({ins('c') - ins('b'):+.0f} instructions)", cpu("c") - cpu("b") <= 4),
         ("(d) ≤ 6 µs Envoy CPU/req above (b)", f"{cpu('d') - cpu('b'):+.1f} µs, {ins('d') - ins('b'):+.0f} instructions "
          f"(plaintext, trusted address); {cpu('d-edge') - cpu('b'):+.1f} µs, {ins('d-edge') - ins('b'):+.0f} "
          "instructions behind an edge Envoy", cpu("d") - cpu("b") <= 6),

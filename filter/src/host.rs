@@ -42,6 +42,9 @@ proxy_wasm::main! {{
 struct Plugin {
     config: Config,
     metrics: Metrics,
+    /// Envoy's log level for wasm code ([`host_log_level`]), read at configure time and again on
+    /// every tick: a denial then asks no host call to know whether its line would be dropped.
+    log_level: Cell<u32>,
     replies: Replies,
     cache: RefCell<Cache>,
     memos: Memos,
@@ -54,21 +57,24 @@ struct Memos {
     /// connection id within a process, so the digest, which costs several times what reading
     /// `connection.id` does, is read once per connection.
     peers: RefCell<Memo<Option<Thumbprint>>>,
-    /// What each token's payload confirms, by token, with the `cnf_encoding` it was read with.
-    confirmations: RefCell<Memo<(CnfEncoding, Result<Confirmation, Denial>)>>,
+    /// What each Authorization header value confirms ([`policy::read_authorization`]), with the
+    /// `cnf_encoding` and `max_token_bytes` it was read with: the syntax check, the payload's
+    /// decoding and its `cnf` are all skipped for a header seen before.
+    authorizations: RefCell<Memo<AuthorizationAnswer>>,
     /// Which certificate a forwarded header carries, by header value, with the proxy's own
     /// thumbprint it was read against (XFCC's `last` element skips the proxy's). Not used with
     /// `forwarded_certificate_ca`, whose answer depends on the time.
     forwarded: RefCell<Memo<ForwardedAnswer>>,
 }
 
+type AuthorizationAnswer = ((CnfEncoding, usize), Result<Option<Confirmation>, Denial>);
 type ForwardedAnswer = (Option<Thumbprint>, Result<Option<Thumbprint>, Denial>);
 
 impl Memos {
     fn new() -> Self {
         Self {
             peers: RefCell::new(Memo::new(4096, 4096 * 8)),
-            confirmations: RefCell::new(Memo::new(1024, 1 << 20)),
+            authorizations: RefCell::new(Memo::new(1024, 1 << 20)),
             forwarded: RefCell::new(Memo::new(1024, 4 << 20)),
         }
     }
@@ -121,6 +127,7 @@ impl RootContext for Root {
         self.plugin = Some(Rc::new(Plugin {
             config,
             metrics,
+            log_level: Cell::new(host_log_level()),
             replies,
             cache,
             memos: Memos::new(),
@@ -132,6 +139,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
             plugin.metrics.flush();
+            plugin.log_level.set(host_log_level());
         }
     }
 
@@ -264,10 +272,9 @@ impl HttpContext for Check {
                 Introspected::Known(claims) => {
                     policy::decide_confirmation(rules, claims.map(Some), client_certificate)
                 }
-                _ => policy::decide_with(
+                _ => policy::decide_confirmation(
                     rules,
-                    authorization.as_deref(),
-                    |token, encoding| self.confirmation(token, encoding),
+                    self.authorization_claims(rules, authorization.as_deref()),
                     client_certificate,
                 ),
             },
@@ -289,9 +296,11 @@ impl Check {
         match verdict {
             Verdict::Bound(thumbprint) => {
                 metrics.count(Counter::Bound);
-                let encoded = thumbprint.to_base64url();
-                self.publish("bound", Some(&encoded));
-                self.pass(Some(&encoded), None)
+                let config = &self.plugin.config;
+                let wanted = config.filter_state || config.forward_thumbprint_header.is_some();
+                let encoded = wanted.then(|| thumbprint.to_base64url());
+                self.publish("bound", encoded.as_deref());
+                self.pass(encoded.as_deref(), None)
             }
             Verdict::Unbound => {
                 metrics.count(Counter::Unbound);
@@ -622,25 +631,11 @@ impl Check {
         };
         self.publish(&reply.denied, None);
 
-        let sent = if is_grpc() {
-            // gRPC clients read grpc-status, not the HTTP status.
-            hostcalls::send_grpc_response(
-                reply.grpc_status,
-                Some(denial.description()),
-                vec![("www-authenticate", reply.challenge.as_bytes())],
-            )
-        } else {
-            let headers = vec![
-                ("www-authenticate", reply.challenge.as_str()),
-                ("content-type", "application/json"),
-                ("cache-control", "no-store"),
-            ];
-            hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
-        };
+        let sent = send_local_response(reply);
         if let Err(status) = sent {
             // The reply could not be sent; resetting the stream still keeps the request out.
             warn!(
-                "certbound: #{} local reply failed ({status:?}), resetting",
+                "certbound: #{} local reply failed (status {status}), resetting",
                 self.context_id
             );
             let _ = hostcalls::reset_http_request();
@@ -652,7 +647,7 @@ impl Check {
     /// (which may hold credentials). Never the token or the certificate. Skipped, with the
     /// header reads it needs, when Envoy's log level for wasm would drop it anyway.
     fn log_denial(&self, denial: Denial, what: &str) {
-        if host_log_level() > LogLevel::Info as u32 {
+        if self.plugin.log_level.get() > LogLevel::Info as u32 {
             return;
         }
         let method = request_header(":method").ok().flatten().unwrap_or_default();
@@ -746,21 +741,6 @@ fn unix_now() -> Result<u64, Denial> {
         .ok_or(Denial::Internal)
 }
 
-/// `application/grpc`, alone or followed by `+proto`, `;...`: as Envoy itself tells gRPC apart.
-/// gRPC-Web (`application/grpc-web...`) is not gRPC on the wire and gets the HTTP answer.
-fn is_grpc_content_type(value: &[u8]) -> bool {
-    value
-        .strip_prefix(b"application/grpc")
-        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+') | Some(b';')))
-}
-
-fn is_grpc() -> bool {
-    request_header("content-type")
-        .ok()
-        .flatten()
-        .is_some_and(|value| is_grpc_content_type(&value))
-}
-
 /// Reads a request header as bytes (a non-UTF-8 value must not take the VM down).
 fn request_header(name: &str) -> Result<Option<Vec<u8>>, ()> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).map_err(|status| {
@@ -787,20 +767,29 @@ impl Check {
         Ok(thumbprint)
     }
 
-    /// What the token's payload confirms: from the memo when this token was read before.
-    fn confirmation(&self, token: &[u8], encoding: CnfEncoding) -> Result<Confirmation, Denial> {
-        let memo = &self.plugin.memos.confirmations;
-        let known = memo.try_borrow().ok().and_then(|memo| memo.get(token));
-        if let Some((read_with, confirmation)) = known {
-            if read_with == encoding {
-                return confirmation;
+    /// What the Authorization header's bearer token confirms ([`policy::read_authorization`]):
+    /// from the memo when this header value was read before with the same token rules.
+    fn authorization_claims(
+        &self,
+        rules: Rules,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Confirmation>, Denial> {
+        let Some(value) = authorization else {
+            return policy::read_authorization(rules, None, token::confirmation);
+        };
+        let read_with = (rules.cnf_encoding, rules.max_token_bytes);
+        let memo = &self.plugin.memos.authorizations;
+        let known = memo.try_borrow().ok().and_then(|memo| memo.get(value));
+        if let Some((rules_then, claims)) = known {
+            if rules_then == read_with {
+                return claims;
             }
         }
-        let confirmation = token::confirmation(token, encoding);
+        let claims = policy::read_authorization(rules, Some(value), token::confirmation);
         if let Ok(mut memo) = memo.try_borrow_mut() {
-            memo.insert(token, (encoding, confirmation));
+            memo.insert(value, (read_with, claims));
         }
-        confirmation
+        claims
     }
 
     /// The certificate a trusted proxy forwarded: from the memo when this header value was read
@@ -870,8 +859,12 @@ struct Replies(Vec<Reply>);
 struct Reply {
     status: u32,
     grpc_status: GrpcStatusCode,
-    challenge: String,
+    /// `WWW-Authenticate`, `content-type` and `cache-control`, serialized as proxy-wasm passes
+    /// a header map.
+    headers: Vec<u8>,
     body: String,
+    /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`): `certbound_<reason>`.
+    details: String,
     denied: String,
     would_deny: String,
 }
@@ -890,8 +883,13 @@ impl Replies {
                     503 => GrpcStatusCode::Unavailable,
                     _ => GrpcStatusCode::Unauthenticated,
                 },
-                challenge: denial.www_authenticate_at(status),
+                headers: serialize_headers(&[
+                    ("www-authenticate", &denial.www_authenticate_at(status)),
+                    ("content-type", "application/json"),
+                    ("cache-control", "no-store"),
+                ]),
                 body: denial.body_at(status),
+                details: format!("certbound_{}", denial.name()),
                 denied: format!("denied:{}", denial.name()),
                 would_deny: format!("would_deny:{}", denial.name()),
             }
@@ -901,6 +899,67 @@ impl Replies {
 
     fn get(&self, denial: Denial) -> Option<&Reply> {
         self.0.get(denial.index())
+    }
+}
+
+/// A header map as proxy-wasm passes one: the number of pairs, each key's and value's length
+/// (little-endian u32), then each key and value followed by a NUL byte.
+fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
+    let length = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = Vec::new();
+    out.extend_from_slice(&length(headers.len()));
+    for (name, value) in headers {
+        out.extend_from_slice(&length(name.len()));
+        out.extend_from_slice(&length(value.len()));
+    }
+    for (name, value) in headers {
+        for part in [name, value] {
+            out.extend_from_slice(part.as_bytes());
+            out.push(0);
+        }
+    }
+    out
+}
+
+/// Sends the denial's local reply. Envoy answers a gRPC request (`content-type`
+/// `application/grpc` or `application/grpc+...`, as Envoy tells gRPC apart) the gRPC way itself:
+/// HTTP 200 with `grpc-status` (the one given here) and the body, percent-encoded, as
+/// `grpc-message`. So certbound reads no header to choose, and gRPC-Web gets the HTTP answer.
+///
+/// proxy-wasm 0.2's `send_http_response` always passes "no gRPC status" and panics on any status
+/// but Ok; this passes the status and returns the host's answer instead.
+fn send_local_response(reply: &Reply) -> Result<(), u32> {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        #[link_name = "proxy_send_local_response"]
+        #[allow(clippy::too_many_arguments)]
+        fn send_local_response(
+            status_code: u32,
+            details_data: *const u8,
+            details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+    }
+    // SAFETY: every pointer is valid for its length for the whole call, and the host only reads.
+    let status = unsafe {
+        send_local_response(
+            reply.status,
+            reply.details.as_ptr(),
+            reply.details.len(),
+            reply.body.as_ptr(),
+            reply.body.len(),
+            reply.headers.as_ptr(),
+            reply.headers.len(),
+            reply.grpc_status as i32,
+        )
+    };
+    match status {
+        0 => Ok(()),
+        other => Err(other),
     }
 }
 
@@ -943,7 +1002,10 @@ impl Counter {
         (Counter::Bound, "certbound.passed.bound"),
         (Counter::Unbound, "certbound.passed.unbound"),
         (Counter::IntrospectionCalls, "certbound.introspection.calls"),
-        (Counter::IntrospectionCacheHits, "certbound.introspection.cache_hits"),
+        (
+            Counter::IntrospectionCacheHits,
+            "certbound.introspection.cache_hits",
+        ),
     ];
 
     /// Position in [`Metrics::ids`]: the plain counters, then one per denial reason for

@@ -43,17 +43,32 @@ pub fn decide(
     )
 }
 
-/// [`decide`], with the token's confirmation read by `read_confirmation`: the filter passes
-/// [`token::confirmation`] behind a memo of earlier answers.
+/// [`decide`], with the token's confirmation read by `read_confirmation`.
 pub fn decide_with(
     rules: Rules,
     authorization: Option<&[u8]>,
     read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Verdict {
-    match judge(rules, authorization, read_confirmation, client_certificate) {
-        Ok(verdict) => verdict,
-        Err(denial) => Verdict::Deny(denial),
+    decide_confirmation(
+        rules,
+        read_authorization(rules, authorization, read_confirmation),
+        client_certificate,
+    )
+}
+
+/// The part of [`decide`] that depends on the Authorization header alone: what its bearer token
+/// confirms, `Ok(None)` without one. It reads only the plugin-wide [`Rules::cnf_encoding`] and
+/// [`Rules::max_token_bytes`], so the filter keeps its answers by the header's bytes.
+pub fn read_authorization(
+    rules: Rules,
+    authorization: Option<&[u8]>,
+    read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
+) -> Result<Option<Confirmation>, Denial> {
+    match token::bearer(authorization)? {
+        None => Ok(None),
+        Some(token) if token.len() > rules.max_token_bytes => Err(Denial::TokenTooLarge),
+        Some(token) => read_confirmation(token, rules.cnf_encoding).map(Some),
     }
 }
 
@@ -68,20 +83,6 @@ pub fn decide_confirmation(
         Ok(verdict) => verdict,
         Err(denial) => Verdict::Deny(denial),
     }
-}
-
-fn judge(
-    rules: Rules,
-    authorization: Option<&[u8]>,
-    read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
-    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
-) -> Result<Verdict, Denial> {
-    let confirmation = match token::bearer(authorization)? {
-        None => None,
-        Some(token) if token.len() > rules.max_token_bytes => return Err(Denial::TokenTooLarge),
-        Some(token) => Some(read_confirmation(token, rules.cnf_encoding)?),
-    };
-    judge_confirmation(rules, confirmation, client_certificate)
 }
 
 fn judge_confirmation(

@@ -182,7 +182,12 @@ fn shipped_config_counts_forwards_and_logs() {
         line.contains(&format!("thumbprint={}", pki.client_a.x5t_s256())),
         "{line}"
     );
-    wait_for_log(&envoy, "certbound=denied:thumbprint_mismatch");
+    let line = wait_for_log(&envoy, "certbound=denied:thumbprint_mismatch");
+    // The local reply names its reason in Envoy's response code details too.
+    assert!(
+        line.contains("details=certbound_thumbprint_mismatch"),
+        "{line}"
+    );
     wait_for_log(&envoy, "certbound=exempt");
 }
 
@@ -249,9 +254,14 @@ fn grpc_requests_are_denied_the_grpc_way() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/grpc"));
     assert_eq!(reply.header("grpc-status"), Some("16"));
+    // Envoy turns the local reply into the gRPC answer: the JSON body, percent-encoded (which
+    // leaves it as it is), is the message.
+    let message: serde_json::Value =
+        serde_json::from_str(reply.header("grpc-message").unwrap()).unwrap();
+    assert_eq!(message["error"], "invalid_token");
     assert_eq!(
-        reply.header("grpc-message"),
-        Some("the access token is bound to a different client certificate")
+        message["error_description"],
+        "the access token is bound to a different client certificate"
     );
     assert!(reply
         .header("www-authenticate")
