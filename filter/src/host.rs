@@ -1,5 +1,5 @@
-//! The only module that talks to Envoy: reads the request and the connection, asks
-//! [`policy::decide`], and acts on the verdict. Host-call failures deny; nothing here unwraps.
+//! The only module that talks to Envoy: reads the request and the connection, judges them by
+//! the decision table in [`policy`], and acts on the verdict. Host-call failures deny; nothing here unwraps.
 //! An opaque token is introspected with an HTTP callout: the request waits, paused, for the
 //! answer (or the cache's), and is then judged by the same table.
 
@@ -50,13 +50,19 @@ struct Plugin {
     memos: Memos,
 }
 
+impl Drop for Plugin {
+    /// The last request of a VM that is going away: hand over what it counted after `on_done`.
+    fn drop(&mut self) {
+        self.metrics.flush();
+    }
+}
+
 /// Per worker, what decoding gave for bytes seen before ([`crate::memo`]).
 struct Memos {
-    /// Thumbprint of each connection's certificate, by connection id: a TLS connection's peer
-    /// certificate never changes (Envoy does not renegotiate) and Envoy never reuses a
-    /// connection id within a process, so the digest, which costs several times what reading
-    /// `connection.id` does, is read once per connection.
-    peers: RefCell<Memo<Option<Thumbprint>>>,
+    /// What each downstream connection is ([`Peer`]), by connection id: Envoy never reuses a
+    /// connection id within a process, so a request reads `connection.id` and nothing else of its
+    /// connection once the connection's first request has read the rest.
+    peers: RefCell<Memo<Peer>>,
     /// What each Authorization header value confirms ([`policy::read_authorization`]), with the
     /// `cnf_encoding` and `max_token_bytes` it was read with: the syntax check, the payload's
     /// decoding and its `cnf` are all skipped for a header seen before.
@@ -67,7 +73,39 @@ struct Memos {
     forwarded: RefCell<Memo<ForwardedAnswer>>,
 }
 
-type AuthorizationAnswer = ((CnfEncoding, usize), Result<Option<Confirmation>, Denial>);
+/// What certbound learnt of a downstream connection. Both are fixed for the connection's life: a
+/// TLS connection's certificate never changes (Envoy does not renegotiate), nor do its source
+/// address and its certificate's SANs, which decide whether it is a trusted proxy.
+#[derive(Clone, Copy, Default)]
+struct Peer {
+    /// The thumbprint of its client certificate (`None` inside: it presented none), once read.
+    certificate: Option<Option<Thumbprint>>,
+    /// Whether it is a trusted proxy, once judged.
+    trusted: Option<bool>,
+}
+
+/// What an Authorization header value confirms, and the token rules it was read with.
+#[derive(Clone)]
+struct AuthorizationAnswer {
+    read_with: TokenRules,
+    claims: Result<Option<Confirmation>, Denial>,
+}
+
+/// The rules [`policy::read_authorization`] reads: plugin-wide, never overridden per route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TokenRules {
+    cnf_encoding: CnfEncoding,
+    max_token_bytes: usize,
+}
+
+impl TokenRules {
+    fn of(rules: Rules) -> Self {
+        Self {
+            cnf_encoding: rules.cnf_encoding,
+            max_token_bytes: rules.max_token_bytes,
+        }
+    }
+}
 type ForwardedAnswer = (Option<Thumbprint>, Result<Option<Thumbprint>, Denial>);
 
 impl Memos {
@@ -132,7 +170,10 @@ impl RootContext for Root {
             cache,
             memos: Memos::new(),
         }));
-        self.set_tick_period(FLUSH_PERIOD);
+        if let Err(status) = set_tick_period(FLUSH_PERIOD) {
+            error!("certbound: cannot set the tick period for the counters: status {status}");
+            return false;
+        }
         true
     }
 
@@ -153,6 +194,7 @@ impl RootContext for Root {
         Some(Box::new(Check {
             context_id,
             plugin,
+            connection: Cell::new(None),
             pending: None,
         }))
     }
@@ -161,6 +203,9 @@ impl RootContext for Root {
 struct Check {
     context_id: u32,
     plugin: Rc<Plugin>,
+    /// The downstream connection's id, once this request has read it (inside: `None` when Envoy
+    /// reports none).
+    connection: Cell<Option<Option<[u8; 8]>>>,
     /// What the request needs once the introspection answer arrives.
     pending: Option<Pending>,
 }
@@ -350,8 +395,9 @@ impl Check {
     }
 
     /// Introspects the bearer token if it needs it: from the cache, else with a callout.
-    /// Tokens certbound reads itself, and requests without one, are left to [`policy::decide`],
-    /// which also answers malformed and oversized credentials before anything is sent.
+    /// Tokens certbound reads itself, and requests without one, are left to
+    /// [`policy::read_authorization`], which also answers malformed and oversized credentials
+    /// before anything is sent.
     fn introspect(
         &self,
         introspection: &Introspection,
@@ -559,12 +605,27 @@ impl Check {
     }
 
     /// Whether the downstream connection is a trusted proxy, by its source address or the
-    /// identity (URI or DNS SAN) in its mTLS certificate.
+    /// identity (URI or DNS SAN) in its mTLS certificate: judged once per connection.
     fn trusted_proxy(&self) -> Result<bool, ()> {
-        let trusted = &self.plugin.config.trusted_proxies;
-        if trusted.any {
+        if self.plugin.config.trusted_proxies.any {
             return Ok(true);
         }
+        let Some(id) = self.connection_id() else {
+            return self.judge_trusted_proxy();
+        };
+        let mut peer = self.known_peer(&id);
+        if let Some(trusted) = peer.trusted {
+            return Ok(trusted);
+        }
+        let trusted = self.judge_trusted_proxy()?;
+        peer.trusted = Some(trusted);
+        self.remember_peer(&id, peer);
+        Ok(trusted)
+    }
+
+    /// [`Check::trusted_proxy`], from what Envoy reports of the connection.
+    fn judge_trusted_proxy(&self) -> Result<bool, ()> {
+        let trusted = &self.plugin.config.trusted_proxies;
         let source = match trusted.cidrs.is_empty() {
             true => None,
             false => property(vec!["source", "address"])?,
@@ -697,6 +758,22 @@ fn header_count(name: &str) -> Result<usize, ()> {
         .count())
 }
 
+/// Asks Envoy for a tick every `period`. proxy-wasm 0.2's `set_tick_period` panics when the call
+/// fails; this returns the host's status instead.
+fn set_tick_period(period: Duration) -> Result<(), u32> {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        #[link_name = "proxy_set_tick_period_milliseconds"]
+        fn set_tick_period_milliseconds(period: u32) -> u32;
+    }
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: a plain integer argument; the host reads no memory.
+    match unsafe { set_tick_period_milliseconds(millis) } {
+        0 => Ok(()),
+        status => Err(status),
+    }
+}
+
 /// Envoy's log level for wasm code, as the host's integer: spdlog's 0 (trace) to 5 (critical), and
 /// 6 (off). proxy-wasm 0.2's `get_log_level` reads it into an enum that has no "off" and panics
 /// when the call fails; this reads an integer, and a failed call reads as 0, which logs.
@@ -752,42 +829,68 @@ impl Check {
     /// The thumbprint of the certificate the client presented on this TLS connection: read from
     /// Envoy once per connection, and on every request when Envoy reports no connection id.
     fn peer_certificate(&self) -> Result<Option<Thumbprint>, Denial> {
-        let Some(id) = connection_id() else {
+        let Some(id) = self.connection_id() else {
             return peer_certificate();
         };
-        let id = id.to_le_bytes();
+        let mut peer = self.known_peer(&id);
+        if let Some(certificate) = peer.certificate {
+            return Ok(certificate);
+        }
+        let certificate = peer_certificate()?;
+        peer.certificate = Some(certificate);
+        self.remember_peer(&id, peer);
+        Ok(certificate)
+    }
+
+    /// The downstream connection's id, read from Envoy at most once per request.
+    fn connection_id(&self) -> Option<[u8; 8]> {
+        if let Some(known) = self.connection.get() {
+            return known;
+        }
+        let id = read_connection_id().map(u64::to_le_bytes);
+        self.connection.set(Some(id));
+        id
+    }
+
+    fn known_peer(&self, id: &[u8; 8]) -> Peer {
         let peers = &self.plugin.memos.peers;
-        if let Some(known) = peers.try_borrow().ok().and_then(|peers| peers.get(&id)) {
-            return Ok(known);
+        let known = peers.try_borrow().ok().and_then(|peers| peers.get(id));
+        known.unwrap_or_default()
+    }
+
+    fn remember_peer(&self, id: &[u8; 8], peer: Peer) {
+        if let Ok(mut peers) = self.plugin.memos.peers.try_borrow_mut() {
+            peers.insert(id, peer);
         }
-        let thumbprint = peer_certificate()?;
-        if let Ok(mut peers) = peers.try_borrow_mut() {
-            peers.insert(&id, thumbprint);
-        }
-        Ok(thumbprint)
     }
 
     /// What the Authorization header's bearer token confirms ([`policy::read_authorization`]):
-    /// from the memo when this header value was read before with the same token rules.
+    /// from the memo when this header value was read before with the same token rules. Only a
+    /// Bearer credential of the right shape and size is kept: another scheme's credential (a
+    /// password, say) is none of certbound's business to hold.
     fn authorization_claims(
         &self,
         rules: Rules,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Confirmation>, Denial> {
         let Some(value) = authorization else {
-            return policy::read_authorization(rules, None, token::confirmation);
+            return policy::read_authorization(rules, None);
         };
-        let read_with = (rules.cnf_encoding, rules.max_token_bytes);
+        let read_with = TokenRules::of(rules);
         let memo = &self.plugin.memos.authorizations;
         let known = memo.try_borrow().ok().and_then(|memo| memo.get(value));
-        if let Some((rules_then, claims)) = known {
-            if rules_then == read_with {
-                return claims;
+        if let Some(known) = known {
+            if known.read_with == read_with {
+                return known.claims;
             }
         }
-        let claims = policy::read_authorization(rules, Some(value), token::confirmation);
-        if let Ok(mut memo) = memo.try_borrow_mut() {
-            memo.insert(value, (read_with, claims));
+        let claims = policy::read_authorization(rules, Some(value));
+        let bearer_token = !matches!(
+            claims,
+            Ok(None) | Err(Denial::MalformedAuthorization | Denial::TokenTooLarge)
+        );
+        if let (true, Ok(mut memo)) = (bearer_token, memo.try_borrow_mut()) {
+            memo.insert(value, AuthorizationAnswer { read_with, claims });
         }
         claims
     }
@@ -826,7 +929,7 @@ impl Check {
 }
 
 /// Envoy's id of the downstream connection (an unsigned 64-bit integer, 8 bytes little-endian).
-fn connection_id() -> Option<u64> {
+fn read_connection_id() -> Option<u64> {
     let bytes = hostcalls::get_property(vec!["connection", "id"]).ok()??;
     let bytes: [u8; 8] = bytes.try_into().ok()?;
     Some(u64::from_le_bytes(bytes))
@@ -965,12 +1068,11 @@ fn send_local_response(reply: &Reply) -> Result<(), u32> {
 
 /// Counters, defined once per VM. Envoy lists them under `wasmcustom.certbound.*` in `/stats`.
 ///
-/// A request adds to a count kept in the VM's memory; the root context hands the counts to Envoy
-/// on its tick ([`FLUSH_PERIOD`]) and when the VM stops. Each `proxy_increment_metric` is a
-/// crossing into the host that costs about what a header read does, so a request that made its
-/// own would pay two of them; batched, a worker makes a few per second. Envoy flushes stats to
-/// its sinks every five seconds by default, so a sink sees no difference; `/stats` read at once
-/// after a request may be up to one period behind.
+/// Each `proxy_increment_metric` is a crossing into the host, so the counts of passing and exempt
+/// requests are added up in the VM and handed to Envoy on the root context's tick
+/// ([`FLUSH_PERIOD`]), when the VM stops, and when its last request ends: they reach `/stats` and
+/// the sinks up to one period late. Denials are counted at once: they already pay for a local
+/// reply, and a VM that fails loses no denial it counted.
 struct Metrics {
     /// Envoy's id for each counter, by [`Counter::slot`].
     ids: Vec<u32>,
@@ -995,23 +1097,20 @@ enum Counter {
 }
 
 impl Counter {
-    /// The counters without a reason, in slot order, with their names.
-    const PLAIN: [(Counter, &'static str); 6] = [
-        (Counter::Checked, "certbound.checked"),
-        (Counter::Exempt, "certbound.exempt"),
-        (Counter::Bound, "certbound.passed.bound"),
-        (Counter::Unbound, "certbound.passed.unbound"),
-        (Counter::IntrospectionCalls, "certbound.introspection.calls"),
-        (
-            Counter::IntrospectionCacheHits,
-            "certbound.introspection.cache_hits",
-        ),
+    /// The names of the counters without a reason, in slot order.
+    const PLAIN: [&'static str; 6] = [
+        "certbound.checked",
+        "certbound.exempt",
+        "certbound.passed.bound",
+        "certbound.passed.unbound",
+        "certbound.introspection.calls",
+        "certbound.introspection.cache_hits",
     ];
 
-    /// Position in [`Metrics::ids`]: the plain counters, then one per denial reason for
-    /// `denied`, then one per reason for `audit.would_deny`.
+    /// Position in [`Metrics::ids`]: the plain counters in [`Counter::PLAIN`]'s order, then one
+    /// per denial reason for `denied`, then one per reason for `audit.would_deny`.
     fn slot(self) -> usize {
-        let reasons = Denial::ALL.len();
+        let plain = Self::PLAIN.len();
         match self {
             Counter::Checked => 0,
             Counter::Exempt => 1,
@@ -1019,15 +1118,20 @@ impl Counter {
             Counter::Unbound => 3,
             Counter::IntrospectionCalls => 4,
             Counter::IntrospectionCacheHits => 5,
-            Counter::Denied(denial) => Self::PLAIN.len() + denial.index(),
-            Counter::WouldDeny(denial) => Self::PLAIN.len() + reasons + denial.index(),
+            Counter::Denied(denial) => plain + denial.index(),
+            Counter::WouldDeny(denial) => plain + Denial::ALL.len() + denial.index(),
         }
+    }
+
+    /// Whether Envoy hears of it at once rather than on the next flush.
+    fn at_once(self) -> bool {
+        matches!(self, Counter::Denied(_) | Counter::WouldDeny(_))
     }
 }
 
 impl Metrics {
     fn define() -> Result<Self, Status> {
-        let plain = Counter::PLAIN.iter().map(|(_, name)| name.to_string());
+        let plain = Counter::PLAIN.iter().map(|name| name.to_string());
         let per_reason = |prefix: &'static str| {
             Denial::ALL
                 .iter()
@@ -1044,7 +1148,12 @@ impl Metrics {
     }
 
     fn count(&self, counter: Counter) {
-        if let Some(pending) = self.pending.get(counter.slot()) {
+        let slot = counter.slot();
+        if counter.at_once() {
+            if let Some(&id) = self.ids.get(slot) {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+        } else if let Some(pending) = self.pending.get(slot) {
             pending.set(pending.get().saturating_add(1));
         }
     }

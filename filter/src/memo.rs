@@ -94,7 +94,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 /// The map's own hasher: its keys are already keyed SipHash values, so it passes them through.
 #[derive(Default)]
-pub struct Prehashed(u64);
+struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {

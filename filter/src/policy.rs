@@ -35,24 +35,9 @@ pub fn decide(
     authorization: Option<&[u8]>,
     client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
 ) -> Verdict {
-    decide_with(
-        rules,
-        authorization,
-        token::confirmation,
-        client_certificate,
-    )
-}
-
-/// [`decide`], with the token's confirmation read by `read_confirmation`.
-pub fn decide_with(
-    rules: Rules,
-    authorization: Option<&[u8]>,
-    read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
-    client_certificate: impl FnOnce() -> Result<Option<Thumbprint>, Denial>,
-) -> Verdict {
     decide_confirmation(
         rules,
-        read_authorization(rules, authorization, read_confirmation),
+        read_authorization(rules, authorization),
         client_certificate,
     )
 }
@@ -63,12 +48,11 @@ pub fn decide_with(
 pub fn read_authorization(
     rules: Rules,
     authorization: Option<&[u8]>,
-    read_confirmation: impl FnOnce(&[u8], CnfEncoding) -> Result<Confirmation, Denial>,
 ) -> Result<Option<Confirmation>, Denial> {
     match token::bearer(authorization)? {
         None => Ok(None),
         Some(token) if token.len() > rules.max_token_bytes => Err(Denial::TokenTooLarge),
-        Some(token) => read_confirmation(token, rules.cnf_encoding).map(Some),
+        Some(token) => token::confirmation(token, rules.cnf_encoding).map(Some),
     }
 }
 

@@ -443,8 +443,9 @@ impl Envoy {
     }
 
     /// A certbound counter (`wasmcustom.certbound.NAME`) once it reads `expected`, else what it
-    /// reads after three of certbound's flush periods: the filter hands its counts to Envoy once
-    /// a second, not on every request.
+    /// reads after three of certbound's flush periods: the filter hands most counts to Envoy once
+    /// a second, not on every request. An `expected` of 0 is read at once, so a test that needs
+    /// a counter to have stayed at zero first waits for one that moved in the same flush.
     pub fn counter(&self, name: &str, expected: u64) -> Option<u64> {
         let name = format!("wasmcustom.certbound.{name}");
         let deadline = Instant::now() + 3 * COUNTER_FLUSH;

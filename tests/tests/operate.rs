@@ -228,6 +228,9 @@ fn audit_mode_tells_the_upstream() {
         None
     );
 
+    // Both requests were counted (so the flush that follows them is in) before a counter that
+    // must stay at zero is read.
+    assert_eq!(envoy.counter("checked", 2), Some(2));
     assert_eq!(
         envoy.counter("audit.would_deny.thumbprint_mismatch", 1),
         Some(1)
