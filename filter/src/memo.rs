@@ -19,10 +19,11 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 type Bucket<V> = Vec<(Box<[u8]>, V)>;
 
-pub struct Memo<V> {
+/// `S` hashes the keys; only tests choose another than std's keyed SipHash.
+pub struct Memo<V, S = RandomState> {
     /// By the keyed hash of the key: the entries with that hash (one, but for a collision).
     entries: HashMap<u64, Bucket<V>, BuildHasherDefault<Prehashed>>,
-    keys: RandomState,
+    keys: S,
     len: usize,
     bytes: usize,
     max_entries: usize,
@@ -31,9 +32,15 @@ pub struct Memo<V> {
 
 impl<V: Clone> Memo<V> {
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self::with_hasher(max_entries, max_bytes, RandomState::new())
+    }
+}
+
+impl<V: Clone, S: BuildHasher> Memo<V, S> {
+    fn with_hasher(max_entries: usize, max_bytes: usize, keys: S) -> Self {
         Self {
             entries: HashMap::default(),
-            keys: RandomState::new(),
+            keys,
             len: 0,
             bytes: 0,
             max_entries,
@@ -129,13 +136,50 @@ mod tests {
         memo.insert(b"a.b.c", 2);
         assert_eq!(memo.get(b"a.b.c"), Some(2));
         assert_eq!((memo.len(), memo.bytes), (1, 5));
-        assert!(same_bytes(b"0123456789abcdefXYZ", b"0123456789abcdefXYZ"));
+    }
+
+    /// Every key hashes alike: one bucket, so only the full comparison tells keys apart.
+    struct Colliding;
+
+    struct Constant;
+
+    impl Hasher for Constant {
+        fn finish(&self) -> u64 {
+            7
+        }
+
+        fn write(&mut self, _bytes: &[u8]) {}
+    }
+
+    impl BuildHasher for Colliding {
+        type Hasher = Constant;
+        fn build_hasher(&self) -> Constant {
+            Constant
+        }
+    }
+
+    #[test]
+    fn keys_with_one_hash_stay_apart() {
+        let mut memo = Memo::with_hasher(8, 1 << 10, Colliding);
+        memo.insert(b"first token", 1);
+        memo.insert(b"other token", 2);
+        memo.insert(b"first token", 3);
+        assert_eq!(memo.get(b"first token"), Some(3));
+        assert_eq!(memo.get(b"other token"), Some(2));
+        assert_eq!(memo.get(b"third token"), None);
+        assert_eq!(memo.len(), 2);
+    }
+
+    #[test]
+    fn compares_every_byte() {
+        let key = b"0123456789abcdefXYZ";
+        assert!(same_bytes(key, key));
         for other in [
             &b"0123456789abcdefXYz"[..],
             b"0123456789abcdeFXYZ",
             b"0123456789abcdef",
         ] {
-            assert!(!same_bytes(b"0123456789abcdefXYZ", other));
+            assert!(!same_bytes(key, other), "{other:?}");
         }
     }
 
