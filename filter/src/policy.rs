@@ -50,9 +50,31 @@ pub fn read_authorization(
     authorization: Option<&[u8]>,
 ) -> Result<Option<Confirmation>, Denial> {
     match token::bearer(authorization)? {
-        None => Ok(None),
+        None => other_scheme_binding(rules, authorization),
         Some(token) if token.len() > rules.max_token_bytes => Err(Denial::TokenTooLarge),
         Some(token) => token::confirmation(token, rules.cnf_encoding).map(Some),
+    }
+}
+
+/// A JWS under another scheme, or with none ([`token::other_scheme_jws`]), bound by
+/// `cnf.x5t#S256`: judged as a bearer token is (RFC 8705 §3 binds the token, whatever carries
+/// it). A binding that cannot be read denies. Anything else is the other scheme's business and
+/// counts as no token, as it did before: a credential that is not a JWT, or one without
+/// `x5t#S256` (a DPoP token's `jkt`).
+fn other_scheme_binding(
+    rules: Rules,
+    authorization: Option<&[u8]>,
+) -> Result<Option<Confirmation>, Denial> {
+    let Some(credential) = token::other_scheme_jws(authorization) else {
+        return Ok(None);
+    };
+    if credential.len() > rules.max_token_bytes {
+        return Err(Denial::TokenTooLarge);
+    }
+    match token::confirmation(credential, rules.cnf_encoding) {
+        Ok(bound @ Confirmation::X5tS256(_)) => Ok(Some(bound)),
+        Err(Denial::MalformedConfirmation) => Err(Denial::MalformedConfirmation),
+        Ok(_) | Err(_) => Ok(None),
     }
 }
 
@@ -137,6 +159,58 @@ mod tests {
 
     fn bearer_jwt(payload: &str) -> String {
         format!("Bearer e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    /// A token bound to a certificate is judged whatever scheme carries it, and with none.
+    #[test]
+    fn bound_tokens_under_other_schemes_are_judged() {
+        let a = Thumbprint::of_der(b"client a");
+        let b = Thumbprint::of_der(b"client b");
+        let rules = Rules::from(&Config::default());
+        let jws = bound_to(&a, false);
+        let jws = jws.trim_start_matches("Bearer ");
+        let unbound = bearer_jwt(r#"{"sub":"a"}"#);
+        let unbound = unbound.trim_start_matches("Bearer ");
+        let dpop = bearer_jwt(r#"{"sub":"a","cnf":{"jkt":"abc"}}"#);
+        let dpop = dpop.trim_start_matches("Bearer ");
+        let malformed = bearer_jwt(r#"{"sub":"a","cnf":{"x5t#S256":7}}"#);
+        let malformed = malformed.trim_start_matches("Bearer ");
+
+        for value in [
+            format!("DPoP {jws}"),
+            format!("Token\t{jws}"),
+            jws.to_string(),
+        ] {
+            let judge = |presented| decide(rules, Some(value.as_bytes()), || Ok(presented));
+            assert_eq!(judge(Some(a)), Verdict::Bound(a), "{value}");
+            assert_eq!(
+                judge(Some(b)),
+                Verdict::Deny(Denial::ThumbprintMismatch),
+                "{value}"
+            );
+            assert_eq!(
+                judge(None),
+                Verdict::Deny(Denial::NoClientCertificate),
+                "{value}"
+            );
+        }
+        let unread = |value: String| decide(rules, Some(value.as_bytes()), || Ok(Some(b)));
+        assert_eq!(
+            unread(format!("DPoP {malformed}")),
+            Verdict::Deny(Denial::MalformedConfirmation)
+        );
+        // Still the other scheme's business: not a JWT, not bound, or bound another way.
+        for value in [
+            "Basic dXNlcjpwYXNz".to_string(),
+            format!("DPoP {unbound}"),
+            format!("DPoP {dpop}"),
+            format!("DPoP e30.{}.c2ln", URL_SAFE_NO_PAD.encode("not json")),
+            format!("Digest a={jws}, b=c"),
+        ] {
+            assert_eq!(unread(value.clone()), Verdict::Unbound, "{value}");
+        }
+        let too_large = format!("DPoP {jws}{}", "a".repeat(rules.max_token_bytes));
+        assert_eq!(unread(too_large), Verdict::Deny(Denial::TokenTooLarge));
     }
 
     fn bound_to(t: &Thumbprint, hex: bool) -> String {

@@ -47,6 +47,19 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
     }
 }
 
+/// The credential of an Authorization value that [`bearer`] found no bearer token in, when it
+/// has the shape of a JWS: the one word after another scheme (`DPoP <jws>`, `Token <jws>`), or a
+/// bare value with no scheme at all. Such a token may still be certificate-bound, and an upstream
+/// that takes the word after any scheme, or a bare JWT, would accept it.
+pub fn other_scheme_jws(authorization: Option<&[u8]>) -> Option<&[u8]> {
+    let value = authorization?.trim_ascii();
+    let credential = match value.iter().position(|&b| is_blank(b)) {
+        Some(blank) => value.get(blank..)?.trim_ascii_start(),
+        None => value,
+    };
+    (is_b64token(credential) && is_jws(credential)).then_some(credential)
+}
+
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }

@@ -80,14 +80,17 @@ fuzz_target!(|input: Input<'_>| {
         }
     };
 
-    // What the token says, read independently of `decide`.
-    let bound_to = match token::bearer(header.as_deref()) {
-        Ok(Some(token)) => match token::confirmation(token, rules.cnf_encoding) {
-            Ok(Confirmation::X5tS256(t)) => Some(t),
-            _ => None,
-        },
-        _ => None,
+    // What the token says, read independently of `decide`: a bearer token, or a JWS under
+    // another scheme (or none), which counts only when it is bound by x5t#S256.
+    let token = match token::bearer(header.as_deref()) {
+        Ok(Some(token)) => Some(token),
+        Ok(None) => token::other_scheme_jws(header.as_deref()),
+        Err(_) => None,
     };
+    let bound_to = token.and_then(|token| match token::confirmation(token, rules.cnf_encoding) {
+        Ok(Confirmation::X5tS256(t)) => Some(t),
+        _ => None,
+    });
 
     let looked_up = Cell::new(false);
     let verdict = decide(rules, header.as_deref(), || {

@@ -254,6 +254,21 @@ fn decision_table_in_enforce_mode() {
         Some("Basic dXNlcjpwYXNz".into()),
         Want::Pass,
     );
+    // A bound token is judged whatever scheme carries it, or with none: an upstream may take the
+    // word after any scheme, or a bare JWT.
+    for (what, value) in [
+        ("DPoP scheme", format!("DPoP {token_a}")),
+        ("no scheme", token_a.clone()),
+    ] {
+        rig.expect(what, Cert::A, Some(value.clone()), Want::Pass);
+        rig.expect(what, Cert::B, Some(value), deny("thumbprint_mismatch"));
+    }
+    rig.expect(
+        "unbound JWT, DPoP scheme",
+        Cert::B,
+        Some(format!("DPoP {unbound}")),
+        Want::Pass,
+    );
 
     let malformed = Want::Deny {
         status: 400,
