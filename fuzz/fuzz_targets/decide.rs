@@ -87,10 +87,12 @@ fuzz_target!(|input: Input<'_>| {
         Ok(None) => token::other_scheme_jws(header.as_deref()),
         Err(_) => None,
     };
-    let bound_to = token.and_then(|token| match token::confirmation(token, rules.cnf_encoding) {
-        Ok(Confirmation::X5tS256(t)) => Some(t),
-        _ => None,
-    });
+    let bound_to = token.and_then(
+        |token| match token::confirmation(token, rules.cnf_encoding) {
+            Ok(Confirmation::X5tS256(t)) => Some(t),
+            _ => None,
+        },
+    );
 
     let looked_up = Cell::new(false);
     let verdict = decide(rules, header.as_deref(), || {
