@@ -25,8 +25,10 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: toolchain
-toolchain: ## Install the wasm32-wasip1 Rust target if it is missing
+toolchain: ## Install the wasm32-wasip1 Rust target, clippy and rustfmt if they are missing
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
 $(ENVOY):
 	@# Debian's system Python keeps venv in a separate package.

@@ -99,7 +99,8 @@ impl Nginx {
             .arg(dir.path())
             .arg("-c")
             .arg(&conf_path)
-            .args(["-g", "daemon off; user root;"])
+            // One process, no workers: killing it on drop leaves nothing behind listening.
+            .args(["-g", "daemon off; master_process off; user root;"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.path().join("stderr.log")).unwrap())
