@@ -689,7 +689,8 @@ def report(args, rows, rate, sizes, core_table, started, load_before, load_after
     return "\n".join(lines) + "\n", targets
 
 
-def plot(rows, path):
+def plot(rows, path, caption):
+    """Both bar charts, with `caption` (date, machine, command line) as the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -707,6 +708,7 @@ def plot(rows, path):
     for axis, values, fmt in ((left, cpu, "{:.1f}"), (right, rps, "{:.0f}")):
         for y, value in enumerate(values):
             axis.text(value, y, " " + fmt.format(value), va="center", fontsize=8)
+    fig.suptitle(caption, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -821,7 +823,9 @@ def main():
             text += "\n" + ANALYSIS_MARKER + kept
         args.out.write_text(text)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(rows, args.plot)
+        version = (args.envoy_version.split("/") + [args.envoy_version])[1]
+        plot(rows, args.plot, f"certbound, {started:%Y-%m-%d %H:%M %Z}, {machine()}, "
+             f"Envoy {version}, `{command_line}`")
     (OUT / "results.json").write_text(json.dumps(rows, indent=1))
     print(text)
     wrong = [row["key"] for row in rows if any(row[phase]["problems"] for phase in PHASES)]
