@@ -63,10 +63,11 @@ struct Memos {
     /// connection id within a process, so a request reads `connection.id` and nothing else of its
     /// connection once the connection's first request has read the rest.
     peers: RefCell<Memo<Peer>>,
-    /// What each Authorization header value confirms ([`policy::read_authorization`]), with the
-    /// `cnf_encoding` and `max_token_bytes` it was read with: the syntax check, the payload's
-    /// decoding and its `cnf` are all skipped for a header seen before.
-    authorizations: RefCell<Memo<AuthorizationAnswer>>,
+    /// What each Authorization header value confirms ([`policy::read_authorization`]): the
+    /// syntax check, the payload's decoding and its `cnf` are all skipped for a header seen
+    /// before. That answer reads only plugin-wide rules, and the memos are made anew with each
+    /// configuration, so the value alone is the key.
+    authorizations: RefCell<Memo<Result<Option<Confirmation>, Denial>>>,
     /// Which certificate a forwarded header carries, by header value, with the proxy's own
     /// thumbprint it was read against (XFCC's `last` element skips the proxy's). Not used with
     /// `forwarded_certificate_ca`, whose answer depends on the time.
@@ -84,28 +85,6 @@ struct Peer {
     trusted: Option<bool>,
 }
 
-/// What an Authorization header value confirms, and the token rules it was read with.
-#[derive(Clone)]
-struct AuthorizationAnswer {
-    read_with: TokenRules,
-    claims: Result<Option<Confirmation>, Denial>,
-}
-
-/// The rules [`policy::read_authorization`] reads: plugin-wide, never overridden per route.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct TokenRules {
-    cnf_encoding: CnfEncoding,
-    max_token_bytes: usize,
-}
-
-impl TokenRules {
-    fn of(rules: Rules) -> Self {
-        Self {
-            cnf_encoding: rules.cnf_encoding,
-            max_token_bytes: rules.max_token_bytes,
-        }
-    }
-}
 type ForwardedAnswer = (Option<Thumbprint>, Result<Option<Thumbprint>, Denial>);
 
 impl Memos {
@@ -610,17 +589,7 @@ impl Check {
         if self.plugin.config.trusted_proxies.any {
             return Ok(true);
         }
-        let Some(id) = self.connection_id() else {
-            return self.judge_trusted_proxy();
-        };
-        let mut peer = self.known_peer(&id);
-        if let Some(trusted) = peer.trusted {
-            return Ok(trusted);
-        }
-        let trusted = self.judge_trusted_proxy()?;
-        peer.trusted = Some(trusted);
-        self.remember_peer(&id, peer);
-        Ok(trusted)
+        self.per_connection(|peer| &mut peer.trusted, || self.judge_trusted_proxy())
     }
 
     /// [`Check::trusted_proxy`], from what Envoy reports of the connection.
@@ -829,17 +798,35 @@ impl Check {
     /// The thumbprint of the certificate the client presented on this TLS connection: read from
     /// Envoy once per connection, and on every request when Envoy reports no connection id.
     fn peer_certificate(&self) -> Result<Option<Thumbprint>, Denial> {
+        self.per_connection(|peer| &mut peer.certificate, peer_certificate)
+    }
+
+    /// One fact of the downstream connection ([`Peer`]): from the memo once the connection's
+    /// first request has read it, from Envoy (`read`) otherwise, and on every request when Envoy
+    /// reports no connection id.
+    fn per_connection<T: Copy, E>(
+        &self,
+        field: fn(&mut Peer) -> &mut Option<T>,
+        read: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         let Some(id) = self.connection_id() else {
-            return peer_certificate();
+            return read();
         };
-        let mut peer = self.known_peer(&id);
-        if let Some(certificate) = peer.certificate {
-            return Ok(certificate);
+        let peers = &self.plugin.memos.peers;
+        let mut peer: Peer = peers
+            .try_borrow()
+            .ok()
+            .and_then(|peers| peers.get(&id))
+            .unwrap_or_default();
+        if let Some(known) = *field(&mut peer) {
+            return Ok(known);
         }
-        let certificate = peer_certificate()?;
-        peer.certificate = Some(certificate);
-        self.remember_peer(&id, peer);
-        Ok(certificate)
+        let value = read()?;
+        *field(&mut peer) = Some(value);
+        if let Ok(mut peers) = peers.try_borrow_mut() {
+            peers.insert(&id, peer);
+        }
+        Ok(value)
     }
 
     /// The downstream connection's id, read from Envoy at most once per request.
@@ -852,20 +839,8 @@ impl Check {
         id
     }
 
-    fn known_peer(&self, id: &[u8; 8]) -> Peer {
-        let peers = &self.plugin.memos.peers;
-        let known = peers.try_borrow().ok().and_then(|peers| peers.get(id));
-        known.unwrap_or_default()
-    }
-
-    fn remember_peer(&self, id: &[u8; 8], peer: Peer) {
-        if let Ok(mut peers) = self.plugin.memos.peers.try_borrow_mut() {
-            peers.insert(id, peer);
-        }
-    }
-
     /// What the Authorization header's bearer token confirms ([`policy::read_authorization`]):
-    /// from the memo when this header value was read before with the same token rules. Only a
+    /// from the memo when this header value was read before. Only a
     /// Bearer credential of the right shape and size is kept: another scheme's credential (a
     /// password, say) is none of certbound's business to hold.
     fn authorization_claims(
@@ -876,13 +851,9 @@ impl Check {
         let Some(value) = authorization else {
             return policy::read_authorization(rules, None);
         };
-        let read_with = TokenRules::of(rules);
         let memo = &self.plugin.memos.authorizations;
-        let known = memo.try_borrow().ok().and_then(|memo| memo.get(value));
-        if let Some(known) = known {
-            if known.read_with == read_with {
-                return known.claims;
-            }
+        if let Some(known) = memo.try_borrow().ok().and_then(|memo| memo.get(value)) {
+            return known;
         }
         let claims = policy::read_authorization(rules, Some(value));
         let bearer_token = !matches!(
@@ -890,7 +861,7 @@ impl Check {
             Ok(None) | Err(Denial::MalformedAuthorization | Denial::TokenTooLarge)
         );
         if let (true, Ok(mut memo)) = (bearer_token, memo.try_borrow_mut()) {
-            memo.insert(value, AuthorizationAnswer { read_with, claims });
+            memo.insert(value, claims);
         }
         claims
     }

@@ -45,33 +45,31 @@ pub fn decide(
 /// The part of [`decide`] that depends on the Authorization header alone: what its bearer token
 /// confirms, `Ok(None)` without one. It reads only the plugin-wide [`Rules::cnf_encoding`] and
 /// [`Rules::max_token_bytes`], so the filter keeps its answers by the header's bytes.
+///
+/// A JWS under another scheme, or with none ([`token::other_scheme_jws`]), is judged as a bearer
+/// token is when it is bound by `cnf.x5t#S256` (RFC 8705 §3 binds the token, whatever carries
+/// it), and a binding there that cannot be read denies. Anything else under another scheme is
+/// that scheme's business and counts as no token: a credential that is not a JWT, or one without
+/// `x5t#S256` (a DPoP token's `jkt`).
 pub fn read_authorization(
     rules: Rules,
     authorization: Option<&[u8]>,
 ) -> Result<Option<Confirmation>, Denial> {
-    match token::bearer(authorization)? {
-        None => other_scheme_binding(rules, authorization),
-        Some(token) if token.len() > rules.max_token_bytes => Err(Denial::TokenTooLarge),
-        Some(token) => token::confirmation(token, rules.cnf_encoding).map(Some),
-    }
-}
-
-/// A JWS under another scheme, or with none ([`token::other_scheme_jws`]), bound by
-/// `cnf.x5t#S256`: judged as a bearer token is (RFC 8705 §3 binds the token, whatever carries
-/// it). A binding that cannot be read denies. Anything else is the other scheme's business and
-/// counts as no token, as it did before: a credential that is not a JWT, or one without
-/// `x5t#S256` (a DPoP token's `jkt`).
-fn other_scheme_binding(
-    rules: Rules,
-    authorization: Option<&[u8]>,
-) -> Result<Option<Confirmation>, Denial> {
-    let Some(credential) = token::other_scheme_jws(authorization) else {
-        return Ok(None);
+    let (token, bearer) = match token::bearer(authorization)? {
+        Some(token) => (token, true),
+        None => match token::other_scheme_jws(authorization) {
+            Some(jws) => (jws, false),
+            None => return Ok(None),
+        },
     };
-    if credential.len() > rules.max_token_bytes {
+    if token.len() > rules.max_token_bytes {
         return Err(Denial::TokenTooLarge);
     }
-    match token::confirmation(credential, rules.cnf_encoding) {
+    let confirmation = token::confirmation(token, rules.cnf_encoding);
+    if bearer {
+        return confirmation.map(Some);
+    }
+    match confirmation {
         Ok(bound @ Confirmation::X5tS256(_)) => Ok(Some(bound)),
         Err(Denial::MalformedConfirmation) => Err(Denial::MalformedConfirmation),
         Ok(_) | Err(_) => Ok(None),

@@ -21,12 +21,7 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
         return Ok(None);
     };
     let value = value.trim_ascii();
-    // The scheme ends at the first space or tab: many upstreams split on any whitespace, so
-    // "Bearer<TAB>token" must be judged as the Bearer credential it is to them.
-    let (scheme, rest) = match value.iter().position(|&b| is_blank(b)) {
-        Some(blank) => value.split_at(blank),
-        None => (value, &b""[..]),
-    };
+    let (scheme, rest) = split_scheme(value);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         // Another scheme, unless the word "bearer" stands anywhere in the value as a word of its
         // own: "Basic x,Bearer t" (Envoy joins repeated headers with commas), "Basic Bearer t",
@@ -52,12 +47,22 @@ pub fn bearer(authorization: Option<&[u8]>) -> Result<Option<&[u8]>, Denial> {
 /// bare value with no scheme at all. Such a token may still be certificate-bound, and an upstream
 /// that takes the word after any scheme, or a bare JWT, would accept it.
 pub fn other_scheme_jws(authorization: Option<&[u8]>) -> Option<&[u8]> {
-    let value = authorization?.trim_ascii();
-    let credential = match value.iter().position(|&b| is_blank(b)) {
-        Some(blank) => value.get(blank..)?.trim_ascii_start(),
-        None => value,
+    let (scheme, rest) = split_scheme(authorization?.trim_ascii());
+    let credential = match rest.is_empty() {
+        true => scheme,
+        false => rest.trim_ascii_start(),
     };
     (is_b64token(credential) && is_jws(credential)).then_some(credential)
+}
+
+/// A trimmed Authorization value split where the scheme ends: at the first space or tab (many
+/// upstreams split on any whitespace, so "Bearer<TAB>token" is the Bearer credential it is to
+/// them). The rest keeps its leading blanks; without a blank it is empty.
+fn split_scheme(value: &[u8]) -> (&[u8], &[u8]) {
+    match value.iter().position(|&b| is_blank(b)) {
+        Some(blank) => value.split_at(blank),
+        None => (value, &b""[..]),
+    }
 }
 
 fn is_blank(b: u8) -> bool {
